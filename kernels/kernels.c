@@ -1,0 +1,232 @@
+// kernels.c: the CPU kernels of the forward pass (kernels.h). Plain C11 + OpenMP, with an
+// AVX2/FMA/F16C path for matmul chosen at run time, because decode is memory bound: every
+// token reads every weight once (SmolLM2-135M in f16: ~270 MB per token), so the inner loop
+// must consume the weights at memory speed, converting f16/bf16 to f32 in registers.
+#include "kernels.h"
+#include "../util/util.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define KVT_X86 1
+#include <immintrin.h>
+#endif
+
+// ---- matmul ---------------------------------------------------------------------------
+//
+// out[t][j] = sum_i x[t][i] * W[j][i]: one row of W per output. Threads split the rows of W,
+// so each weight byte is read by one thread only. With a batch (n > 1, prefill) a block of
+// MM_ROWS rows is first widened to f32 in a small per-thread buffer and then reused for
+// every token; at n = 1 (decode) the row is converted in registers on the fly.
+
+#define MM_ROWS 4
+
+// Widen n elements of one weight row to f32 (portable path).
+static void row_to_f32(float *dst, const void *w, DType wt, size_t row, int k) {
+    size_t base = row * (size_t)k;
+    if (wt == DTYPE_F32) { memcpy(dst, (const float *)w + base, (size_t)k * sizeof(float)); return; }
+    const uint16_t *h = (const uint16_t *)w + base;
+    if (wt == DTYPE_F16) for (int i = 0; i < k; i++) dst[i] = fp16_to_fp32(h[i]);
+    else                 for (int i = 0; i < k; i++) dst[i] = bf16_to_fp32(h[i]);
+}
+
+static float dot_f32(const float *a, const float *b, int k) {
+    float s = 0.0f;
+    for (int i = 0; i < k; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void matmul_portable(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+    #pragma omp parallel
+    {
+        float *row = xmalloc((size_t)k * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int j = 0; j < d; j++) {
+            row_to_f32(row, w, wt, (size_t)j, k);
+            for (int t = 0; t < n; t++) out[(size_t)t * d + j] = dot_f32(x + (size_t)t * k, row, k);
+        }
+        free(row);
+    }
+}
+
+#ifdef KVT_X86
+#define AVX_TARGET __attribute__((target("avx2,fma,f16c")))
+
+// Load 8 weights starting at element i of a row as f32.
+AVX_TARGET static inline __m256 load8(const void *w, DType wt, size_t i) {
+    if (wt == DTYPE_F32) return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (wt == DTYPE_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));   // bf16
+}
+
+AVX_TARGET static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float wscalar(const void *w, DType wt, size_t i) {
+    if (wt == DTYPE_F32) return ((const float *)w)[i];
+    uint16_t h = ((const uint16_t *)w)[i];
+    return wt == DTYPE_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+}
+
+// One token, one row: the decode path. Four accumulators hide the FMA latency.
+AVX_TARGET static float dot_row_avx(const float *x, const void *w, DType wt, size_t base, int k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= k; i += 32) {
+        a0 = _mm256_fmadd_ps(load8(w, wt, base + i),      _mm256_loadu_ps(x + i),      a0);
+        a1 = _mm256_fmadd_ps(load8(w, wt, base + i + 8),  _mm256_loadu_ps(x + i + 8),  a1);
+        a2 = _mm256_fmadd_ps(load8(w, wt, base + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load8(w, wt, base + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(load8(w, wt, base + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < k; i++) s += x[i] * wscalar(w, wt, base + i);
+    return s;
+}
+
+// Widen one row to f32 (8 at a time).
+AVX_TARGET static void row_to_f32_avx(float *dst, const void *w, DType wt, size_t base, int k) {
+    int i = 0;
+    for (; i + 8 <= k; i += 8) _mm256_storeu_ps(dst + i, load8(w, wt, base + i));
+    for (; i < k; i++) dst[i] = wscalar(w, wt, base + i);
+}
+
+// rows[MM_ROWS][k] (f32) against one token x[k]: each x load feeds MM_ROWS FMAs.
+AVX_TARGET static void dot4_avx(float *o, const float *x, const float *rows, int k) {
+    const float *r0 = rows, *r1 = rows + k, *r2 = rows + 2 * (size_t)k, *r3 = rows + 3 * (size_t)k;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= k; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xv, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), xv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), xv, a3);
+    }
+    float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);
+    for (; i < k; i++) { s0 += x[i] * r0[i]; s1 += x[i] * r1[i]; s2 += x[i] * r2[i]; s3 += x[i] * r3[i]; }
+    o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
+}
+
+AVX_TARGET static void matmul_avx(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+    if (n < 4) {   // decode: stream each row once per token, converting in registers
+        #pragma omp parallel for schedule(static)
+        for (int j = 0; j < d; j++)
+            for (int t = 0; t < n; t++)
+                out[(size_t)t * d + j] = dot_row_avx(x + (size_t)t * k, w, wt, (size_t)j * k, k);
+        return;
+    }
+    int nblocks = (d + MM_ROWS - 1) / MM_ROWS;
+    #pragma omp parallel
+    {
+        float *rows = xmalloc((size_t)MM_ROWS * k * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int b = 0; b < nblocks; b++) {
+            int j0 = b * MM_ROWS, nr = d - j0 < MM_ROWS ? d - j0 : MM_ROWS;
+            for (int r = 0; r < MM_ROWS; r++)   // a short last block repeats its last row
+                row_to_f32_avx(rows + (size_t)r * k, w, wt, (size_t)(j0 + (r < nr ? r : nr - 1)) * k, k);
+            for (int t = 0; t < n; t++) {
+                float o[MM_ROWS];
+                dot4_avx(o, x + (size_t)t * k, rows, k);
+                for (int r = 0; r < nr; r++) out[(size_t)t * d + j0 + r] = o[r];
+            }
+        }
+        free(rows);
+    }
+}
+
+static int have_avx2(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    }
+    return cached;
+}
+#endif
+
+void matmul(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+#ifdef KVT_X86
+    if (have_avx2()) { matmul_avx(out, x, w, wt, n, k, d); return; }
+#endif
+    matmul_portable(out, x, w, wt, n, k, d);
+}
+
+// ---- normalisation, activations --------------------------------------------------------
+
+void rmsnorm(float *o, const float *x, const float *weight, int n, int dim, float eps) {
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * dim;
+        float *ot = o + (size_t)t * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xt[i] * xt[i];
+        float r = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int i = 0; i < dim; i++) ot[i] = weight[i] * (xt[i] * r);
+    }
+}
+
+void softmax(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - mx); sum += x[i]; }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void swiglu(float *h, const float *g, const float *u, int n) {
+    for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void embed(float *out, const void *table, DType wt, int dim, int token) {
+    row_to_f32(out, table, wt, (size_t)token, dim);
+}
+
+// ---- RoPE --------------------------------------------------------------------------------
+
+// inv_freq_i = theta^(-2i/d). Llama-3.1 scaling (as transformers' _compute_llama3_parameters):
+// wavelengths longer than orig_ctx/low_freq_factor are divided by `factor`, those shorter than
+// orig_ctx/high_freq_factor are kept, and the band between is interpolated smoothly.
+void rope_freqs(float *freqs, const Config *c) {
+    int hd = c->head_dim;
+    for (int i = 0; i < hd / 2; i++) {
+        // transformers computes base ** (2i/d as float32) in float32; the exponent is formed
+        // the same way so the two agree to rounding.
+        float e = (float)(2 * i) / (float)hd;
+        double f = 1.0 / pow((double)c->rope_theta, (double)e);
+        if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+            double factor = c->rope_factor, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+            double orig = c->rope_orig_ctx;
+            double low_wavelen = orig / lo, high_wavelen = orig / hi;
+            double wavelen = 2.0 * M_PI / f;
+            if (wavelen > low_wavelen) f = f / factor;                      // low frequency
+            else if (wavelen >= high_wavelen) {                              // medium: interpolate
+                double smooth = (orig / wavelen - lo) / (hi - lo);
+                f = (1.0 - smooth) * f / factor + smooth * f;
+            }                                                                // high: unchanged
+        }
+        freqs[i] = (float)f;
+    }
+}
+
+// Angles as transformers forms them: the f32 product pos * inv_freq, then cos and sin.
+void rope(float *x, int n_heads, int head_dim, int pos, const float *freqs) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float angle = (float)pos * freqs[i];
+        float c = cosf(angle), s = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *p = x + (size_t)h * head_dim + 2 * i;
+            float a = p[0], b = p[1];
+            p[0] = a * c - b * s;
+            p[1] = a * s + b * c;
+        }
+    }
+}

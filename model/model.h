@@ -1,0 +1,58 @@
+// model.h: loading model.bin (mmap, validated) and the transformer forward pass.
+#ifndef KVT_MODEL_H
+#define KVT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "config.h"
+#include "../tokenizer/tokenizer.h"
+#include "../quant/kvcache.h"
+
+typedef struct {
+    const float *attn_norm;          // [dim]
+    const void *wq, *wk, *wv, *wo;   // [n_heads*hd][dim], [n_kv*hd][dim] x2, [dim][n_heads*hd]
+    const float *ffn_norm;           // [dim]
+    const void *w_gate, *w_down, *w_up;  // [hidden][dim], [dim][hidden], [hidden][dim]
+} LayerWeights;
+
+typedef struct {
+    const void *token_embedding;     // [vocab][dim]
+    LayerWeights *layers;            // [n_layers]
+    const float *final_norm;         // [dim]
+    const void *classifier;          // [vocab][dim] (== token_embedding when tied)
+} Weights;
+
+typedef struct {
+    Config config;
+    Weights weights;
+    Tokenizer tokenizer;
+    void *map; size_t map_size;      // the mmap'd file
+} Model;
+
+// Load and validate model.bin; any problem is fatal with a message naming the path.
+void load_model(Model *m, const char *path);
+void free_model(Model *m);
+
+// Activations for a batch of up to max_batch tokens.
+typedef struct {
+    int max_batch;
+    float *x, *xb, *xb2;      // [max_batch][dim]
+    float *q;                 // [max_batch][n_heads*hd]
+    float *k, *v;             // [max_batch][n_kv*hd]
+    float *att_out;           // [max_batch][n_heads*hd]
+    float *hb, *hb2;          // [max_batch][hidden]
+    float *att;               // [n_heads][max_tokens] scores
+    float *logits;            // [max_batch][vocab]
+    float *rope_freqs;        // [head_dim/2]
+} RunState;
+
+void build_runstate(RunState *s, const Config *c, int max_batch, int64_t max_tokens);
+void free_runstate(RunState *s);
+
+// Run tokens[0..n) at positions pos..pos+n-1 through the model, appending their K/V to
+// cache. n <= max_batch. Batched matmuls; each position then appends to the cache and
+// attends exactly as token-by-token decoding would (DESIGN §3).
+// Returns logits: all n rows if all_logits, else only the last row, [vocab] each.
+float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits);
+
+#endif

@@ -1,0 +1,42 @@
+// testutil.h: helpers shared by the check suites.
+#ifndef KVT_TESTUTIL_H
+#define KVT_TESTUTIL_H
+
+#include <check.h>
+#include <stddef.h>
+
+// Paths of the binaries under test: $KVT_BIN_DIR/run and $KVT_BIN_DIR/export
+// (KVT_BIN_DIR defaults to "build"; the sanitizer build sets "build-asan").
+const char *run_bin(void);
+const char *export_bin(void);
+
+// Run a shell command; capture stdout and stderr (xmalloc'd, NUL-terminated; either
+// pointer may be NULL to discard). Returns the exit status (128+signal if killed).
+int run_capture(const char *cmd, char **out, char **err);
+
+// 1 if the file exists (tests that need the downloaded model check it and fail loudly
+// when `make model` has not run: the model is a prerequisite of `make test`, not optional).
+int file_exists(const char *path);
+
+// A temporary directory for this test binary (created once, under /tmp).
+const char *test_tmpdir(void);
+
+// Write bytes to path (fatal on failure).
+void write_bytes(const char *path, const void *data, size_t n);
+
+#define DEFAULT_MODEL "models/smollm2-135m-instruct.bin"
+#define DEFAULT_GGUF  "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define TINY_MODEL    "models/tiny.bin"
+#define SHARED_DATA   "../shared/data"
+
+// Every test file ends with TEST_MAIN(its_suite_function).
+#define TEST_MAIN(suite_fn)                                               \
+    int main(void) {                                                      \
+        SRunner *sr = srunner_create(suite_fn());                         \
+        srunner_run_all(sr, CK_NORMAL);                                   \
+        int failed = srunner_ntests_failed(sr);                           \
+        srunner_free(sr);                                                 \
+        return failed == 0 ? 0 : 1;                                       \
+    }
+
+#endif
