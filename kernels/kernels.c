@@ -2,26 +2,32 @@
 // AVX2/FMA/F16C path for matmul chosen at run time, because decode is memory bound: every
 // token reads every weight once (SmolLM2-135M in f16: ~270 MB per token), so the inner loop
 // must consume the weights at memory speed, converting f16/bf16 to f32 in registers.
+// Build with -DKVT_PORTABLE to use only the plain C path.
 #include "kernels.h"
 #include "../util/util.h"
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KVT_PORTABLE)
 #define KVT_X86 1
 #include <immintrin.h>
 #endif
 
 // ---- matmul ---------------------------------------------------------------------------
 //
-// out[t][j] = sum_i x[t][i] * W[j][i]: one row of W per output. Threads split the rows of W,
-// so each weight byte is read by one thread only. With a batch (n > 1, prefill) a block of
-// MM_ROWS rows is first widened to f32 in a small per-thread buffer and then reused for
-// every token; at n = 1 (decode) the row is converted in registers on the fly.
+// out[t][j] = sum_i x[t][i] * W[j][i]: one row of W per output. Threads split the rows of W
+// in blocks of MM_ROWS, so each weight byte is read by one thread only. With a batch
+// (prefill) a block is first widened to f32 in a small per-thread buffer and then reused for
+// every token; with one token (decode) the rows are converted in registers on the fly.
 
 #define MM_ROWS 4
+// Below this many multiply-adds a matmul runs on one thread: waking the team costs more than
+// it saves (and far more on a machine with other load, where a barrier can wait a whole
+// scheduler slice for a descheduled thread).
+#define MM_PARALLEL_MIN (1 << 16)
 
 // Widen n elements of one weight row to f32 (portable path).
 static void row_to_f32(float *dst, const void *w, DType wt, size_t row, int k) {
@@ -39,7 +45,7 @@ static float dot_f32(const float *a, const float *b, int k) {
 }
 
 static void matmul_portable(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
-    #pragma omp parallel
+    #pragma omp parallel if ((int64_t)n * k * d >= MM_PARALLEL_MIN)
     {
         float *row = xmalloc((size_t)k * sizeof(float));
         #pragma omp for schedule(static)
@@ -75,22 +81,6 @@ static inline float wscalar(const void *w, DType wt, size_t i) {
     return wt == DTYPE_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
 }
 
-// One token, one row: the decode path. Four accumulators hide the FMA latency.
-AVX_TARGET static float dot_row_avx(const float *x, const void *w, DType wt, size_t base, int k) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 32 <= k; i += 32) {
-        a0 = _mm256_fmadd_ps(load8(w, wt, base + i),      _mm256_loadu_ps(x + i),      a0);
-        a1 = _mm256_fmadd_ps(load8(w, wt, base + i + 8),  _mm256_loadu_ps(x + i + 8),  a1);
-        a2 = _mm256_fmadd_ps(load8(w, wt, base + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-        a3 = _mm256_fmadd_ps(load8(w, wt, base + i + 24), _mm256_loadu_ps(x + i + 24), a3);
-    }
-    for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(load8(w, wt, base + i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; i < k; i++) s += x[i] * wscalar(w, wt, base + i);
-    return s;
-}
-
 // Widen one row to f32 (8 at a time).
 AVX_TARGET static void row_to_f32_avx(float *dst, const void *w, DType wt, size_t base, int k) {
     int i = 0;
@@ -98,47 +88,68 @@ AVX_TARGET static void row_to_f32_avx(float *dst, const void *w, DType wt, size_
     for (; i < k; i++) dst[i] = wscalar(w, wt, base + i);
 }
 
-// rows[MM_ROWS][k] (f32) against one token x[k]: each x load feeds MM_ROWS FMAs.
-AVX_TARGET static void dot4_avx(float *o, const float *x, const float *rows, int k) {
-    const float *r0 = rows, *r1 = rows + k, *r2 = rows + 2 * (size_t)k, *r3 = rows + 3 * (size_t)k;
+// Four rows (starting at elements r[0..3] of w) against one token x[k]. Each x load feeds
+// four independent FMA chains. Both matmul paths use this one function — on the weights
+// directly (decode) or on rows already widened to f32 (prefill) — so a token's outputs are
+// bit-identical whatever the batch size: prefill and decode agree exactly.
+AVX_TARGET static inline __attribute__((always_inline))
+void dot4_avx(float *o, const float *x, const void *w, DType wt, const size_t r[4], int k) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= k; i += 8) {
         __m256 xv = _mm256_loadu_ps(x + i);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), xv, a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), xv, a1);
-        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), xv, a2);
-        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), xv, a3);
+        a0 = _mm256_fmadd_ps(load8(w, wt, r[0] + i), xv, a0);
+        a1 = _mm256_fmadd_ps(load8(w, wt, r[1] + i), xv, a1);
+        a2 = _mm256_fmadd_ps(load8(w, wt, r[2] + i), xv, a2);
+        a3 = _mm256_fmadd_ps(load8(w, wt, r[3] + i), xv, a3);
     }
     float s0 = hsum8(a0), s1 = hsum8(a1), s2 = hsum8(a2), s3 = hsum8(a3);
-    for (; i < k; i++) { s0 += x[i] * r0[i]; s1 += x[i] * r1[i]; s2 += x[i] * r2[i]; s3 += x[i] * r3[i]; }
+    for (; i < k; i++) {
+        s0 += x[i] * wscalar(w, wt, r[0] + i); s1 += x[i] * wscalar(w, wt, r[1] + i);
+        s2 += x[i] * wscalar(w, wt, r[2] + i); s3 += x[i] * wscalar(w, wt, r[3] + i);
+    }
     o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
 }
 
-AVX_TARGET static void matmul_avx(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
-    if (n < 4) {   // decode: stream each row once per token, converting in registers
-        #pragma omp parallel for schedule(static)
-        for (int j = 0; j < d; j++)
-            for (int t = 0; t < n; t++)
-                out[(size_t)t * d + j] = dot_row_avx(x + (size_t)t * k, w, wt, (size_t)j * k, k);
+// One block of MM_ROWS rows starting at row j0 (nr of them real; a short last block repeats
+// its last row) for every token. Few tokens (decode): read the weights in place. A batch:
+// widen the rows to f32 once into `buf`, then reuse them for every token.
+AVX_TARGET static inline __attribute__((always_inline))
+void block_avx(float *out, const float *x, const void *w, DType wt, int n, int k, int d, int j0, float *buf) {
+    int nr = d - j0 < MM_ROWS ? d - j0 : MM_ROWS;
+    size_t r[MM_ROWS];
+    float o[MM_ROWS];
+    if (n < 4) {
+        for (int q = 0; q < MM_ROWS; q++) r[q] = (size_t)(j0 + (q < nr ? q : nr - 1)) * k;
+        for (int t = 0; t < n; t++) {
+            dot4_avx(o, x + (size_t)t * k, w, wt, r, k);
+            for (int q = 0; q < nr; q++) out[(size_t)t * d + j0 + q] = o[q];
+        }
         return;
     }
+    for (int q = 0; q < MM_ROWS; q++) {
+        row_to_f32_avx(buf + (size_t)q * k, w, wt, (size_t)(j0 + (q < nr ? q : nr - 1)) * k, k);
+        r[q] = (size_t)q * k;
+    }
+    for (int t = 0; t < n; t++) {
+        dot4_avx(o, x + (size_t)t * k, buf, DTYPE_F32, r, k);
+        for (int q = 0; q < nr; q++) out[(size_t)t * d + j0 + q] = o[q];
+    }
+}
+
+AVX_TARGET static void matmul_avx(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
     int nblocks = (d + MM_ROWS - 1) / MM_ROWS;
-    #pragma omp parallel
+    #pragma omp parallel if ((int64_t)n * k * d >= MM_PARALLEL_MIN)
     {
-        float *rows = xmalloc((size_t)MM_ROWS * k * sizeof(float));
+        float *buf = n < 4 ? NULL : xmalloc((size_t)MM_ROWS * k * sizeof(float));
         #pragma omp for schedule(static)
         for (int b = 0; b < nblocks; b++) {
-            int j0 = b * MM_ROWS, nr = d - j0 < MM_ROWS ? d - j0 : MM_ROWS;
-            for (int r = 0; r < MM_ROWS; r++)   // a short last block repeats its last row
-                row_to_f32_avx(rows + (size_t)r * k, w, wt, (size_t)(j0 + (r < nr ? r : nr - 1)) * k, k);
-            for (int t = 0; t < n; t++) {
-                float o[MM_ROWS];
-                dot4_avx(o, x + (size_t)t * k, rows, k);
-                for (int r = 0; r < nr; r++) out[(size_t)t * d + j0 + r] = o[r];
-            }
+            // a switch on the dtype so that each case compiles to its own inner loop
+            if (wt == DTYPE_F16) block_avx(out, x, w, DTYPE_F16, n, k, d, b * MM_ROWS, buf);
+            else if (wt == DTYPE_BF16) block_avx(out, x, w, DTYPE_BF16, n, k, d, b * MM_ROWS, buf);
+            else block_avx(out, x, w, DTYPE_F32, n, k, d, b * MM_ROWS, buf);
         }
-        free(rows);
+        free(buf);
     }
 }
 

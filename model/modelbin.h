@@ -73,4 +73,9 @@ void free_weight_layout(WeightLayout *l);
 void header_from_config(ModelHeader *h, const Config *c);
 void config_from_header(Config *c, const ModelHeader *h);
 
+// Validate a header read from a file of file_size bytes: magic, version (a newer one is named),
+// config_check, and that the tokenizer and weight sections lie inside the file with the
+// weight size the dims imply. Returns NULL if fine, else a static string naming the problem.
+const char *header_check(const ModelHeader *h, uint64_t file_size);
+
 #endif

@@ -1,5 +1,14 @@
 // kvcache.h: the (quantized) KV cache. fp16 is the baseline; K and V may each be stored
 // at 8, 4 or 2 bits per element, per layer and per KV head (KVTuner, Li et al. 2025).
+//
+// Token life cycle (DESIGN.md §3), per layer, per KV head, separately for K and V:
+//   - the first `sink` tokens stay fp16 forever;
+//   - a new token enters an fp16 window; per-token streams keep the R most recent tokens
+//     there and quantize the oldest as it leaves (R = 0: quantize on append); per-channel
+//     keys (KIVI) gather R tokens and then quantize all R at once, in blocks of G tokens;
+//   - a quantized token is never requantized. Quantization reads the token's fp16 value.
+// Every stored value is first rounded to fp16, so the fp16 baseline and the quantizers see
+// the same numbers. A non-finite K/V element, or one beyond the fp16 range, is fatal.
 #ifndef KVT_KVCACHE_H
 #define KVT_KVCACHE_H
 
@@ -21,9 +30,13 @@ typedef struct {
 
 typedef struct KVCache KVCache;
 
-// A spec with every layer and head at the same bits (16,16 = fp16 baseline).
+// A spec with every layer and head at the same bits (16,16 = fp16 baseline), with the
+// pertoken grouping (G = -1, R = 0, asymmetric, no sink); callers may then edit fields.
 void build_kvspec_uniform(KVSpec *s, int n_layers, int n_kv_heads, int head_dim, int k_bits, int v_bits);
 void free_kvspec(KVSpec *s);
+// Check a spec for consistency (bits in the set, G divides head_dim for per-token groups,
+// R a positive multiple of G for per-channel keys, ...): fatal naming `what` and the problem.
+void kvspec_validate(const KVSpec *s, const char *what);
 
 KVCache *build_kvcache(const KVSpec *spec, int64_t max_tokens);
 void free_kvcache(KVCache *c);
@@ -33,15 +46,26 @@ void kvcache_reset(KVCache *c);                   // empty, keep allocation
 // The token joins the fp16 window; tokens leaving the window are quantized (once).
 void kvcache_append(KVCache *c, int layer, const float *k, const float *v);
 int64_t kvcache_len(const KVCache *c, int layer);
+int64_t kvcache_max_tokens(const KVCache *c);
 const KVSpec *kvcache_spec(const KVCache *c);
 
 // Exact bytes in use for the current contents (codes + scales/offsets + fp16 window).
+// bits_per_elem = 8 * total / (number of K and V elements held).
 typedef struct { uint64_t code_bytes, scale_bytes, fp16_bytes, total; double bits_per_elem; } KVMemory;
 KVMemory kvcache_memory(const KVCache *c, int layer /* -1 = all layers */);
 
 // Attention of one query position over every cached token of `layer`:
 // q [n_heads * head_dim] (RoPE applied), out [n_heads * head_dim].
 // att is scratch of [n_heads * max_tokens] floats. Heads run in parallel (OpenMP).
+// (kernels/attention.c; reads packed groups directly, never a dequantized copy.)
 void kvcache_attention(const KVCache *c, int layer, const float *q, int n_heads, float *out, float *att);
+
+// ---- inspection (tests, tools) -------------------------------------------------------
+// 1 if token t of (layer, head, K or V) is currently quantized, 0 if it is held in fp16.
+int kvcache_is_quantized(const KVCache *c, int layer, int head, int is_value, int64_t t);
+// The value attention sees for token t of (layer, head, K or V): out[head_dim].
+void kvcache_read(const KVCache *c, int layer, int head, int is_value, int64_t t, float *out);
+// 1 if the two caches (same spec and capacity) hold byte-identical contents.
+int kvcache_equal(const KVCache *a, const KVCache *b);
 
 #endif

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# gpu_check.sh: the CUDA path's whole check on a GPU machine, in one run of about 5-8 minutes:
+#   1. build with nvcc (make cuda) and the CUDA test, harness and benchmark binaries;
+#   2. the kernel harness (make cuda-check): every kernel against the CPU code, with GB/s;
+#   3. the parity suite (tests/test_cuda): CUDA vs CPU logits, greedy tokens, cache bytes;
+#   4. decode benchmark on the Llama-3-8B shape in bf16 at contexts 1k, 8k, 32k, 128k for
+#      fp16, K8V4, KV4 and KV2 caches: tok/s and the fraction of the bandwidth roofline.
+# The log goes to $OUT/gpu_check.log when OUT is set (else bench/out/), the benchmark lines
+# also to cuda_decode.txt beside it. Exit status: non-zero if any step failed.
+#
+# The 8B model is `export --random llama3-8b --dtype bf16` when a Llama-3 tokenizer is found
+# (../shared/data/llama3/tokenizer.json, or $KVT_LLAMA3_TOKENIZER) and the disk has room for
+# its 16 GB; otherwise the same shape and dtype with weights generated on the GPU.
+set -u
+cd "$(dirname "$0")/.."
+out=${OUT:-bench/out}
+mkdir -p "$out"
+log="$out/gpu_check.log"
+exec > >(tee "$log") 2>&1
+status=0
+step() { echo; echo "== $*"; date +%T; }
+fail() { echo "FAILED: $*"; status=1; }
+jobs=$(nproc 2>/dev/null || echo 8)
+
+step "machine"
+nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi)"
+nvcc --version | tail -n 2
+
+step "build (make cuda)"
+timeout 300 make -j"$jobs" cuda >"$out/build.log" 2>&1 || { tail -n 30 "$out/build.log"; fail "build"; }
+grep -E "building with|nvcc not found" "$out/build.log"
+grep -iE "warning" "$out/build.log" | head -n 20
+timeout 200 make -j"$jobs" build/cuda_check build/cuda_decode build/tests/test_cuda >>"$out/build.log" 2>&1 || {
+  tail -n 30 "$out/build.log"; fail "build of the CUDA test binaries"; }
+
+step "kernel harness (make cuda-check)"
+timeout 120 ./build/cuda_check || fail "cuda-check"
+
+step "parity suite (tests/test_cuda)"
+timeout 300 ./build/tests/test_cuda || fail "test_cuda"
+
+step "decode benchmark, Llama-3-8B shape, bf16"
+tok=${KVT_LLAMA3_TOKENIZER:-../shared/data/llama3/tokenizer.json}
+model=""
+free_gb=$(df -BG --output=avail /tmp 2>/dev/null | tail -n 1 | tr -dc 0-9)
+if [ -f "$tok" ] && [ "${free_gb:-0}" -gt 20 ]; then
+  model=/tmp/llama3-8b-bf16.bin
+  echo "export --random llama3-8b --dtype bf16 --tokenizer $tok $model"
+  timeout 240 ./export/export --random llama3-8b --dtype bf16 --tokenizer "$tok" "$model" || { fail "export"; model=""; }
+fi
+args=(--random-shape llama3-8b --dtype bf16)
+[ -n "$model" ] && args=("$model") || echo "(no Llama-3 tokenizer or disk space: weights generated on the GPU, same shape and dtype)"
+timeout 300 ./build/cuda_decode "${args[@]}" --ctx 1024,8192,32768,131072 --kv fp16,k8v4,kv4,kv2 --kv-preset kivi \
+  --steps 16 | tee "$out/cuda_decode.txt" || fail "cuda_decode"
+[ -n "$model" ] && rm -f "$model"
+
+step "summary"
+awk '/^ctx / { printf "ctx %7s %-5s %5s bits  %8s tok/s  roofline %8s tok/s  %5.1f%%\n", $2, $4, $6, $8, $16, 100*$18 }' \
+  "$out/cuda_decode.txt" 2>/dev/null
+# speedup of each cache over fp16 at the same context, against its bandwidth bound
+awk '/^ctx / { t[$2","$4]=$8; r[$2","$4]=$16; c[$2]=1; k[$4]=1 }
+     END { for (x in c) for (y in k) if (y != "fp16" && t[x",fp16"] > 0)
+             printf "ctx %7s %-5s speedup %.2fx  bound %.2fx  (%.0f%% of the bound)\n", x, y, t[x","y]/t[x",fp16"],
+                    r[x","y]/r[x",fp16"], 100*(t[x","y]/t[x",fp16"])/(r[x","y]/r[x",fp16"]) }' "$out/cuda_decode.txt" 2>/dev/null | sort -n -k2
+echo
+[ $status -eq 0 ] && echo "gpu_check: all steps passed" || echo "gpu_check: some steps FAILED"
+exit $status

@@ -1,0 +1,29 @@
+// rope.cu: rotary position embedding, rotate-adjacent-pairs convention (model/modelbin.h):
+// (x[2i], x[2i+1]) of every head of token t turns by angle (pos0 + t) * freqs[i].
+// The inverse frequencies, Llama-3.1 scaling included, come from the CPU's rope_freqs()
+// (kernels/kernels.c), computed once on the host and uploaded, so both devices rotate by
+// the same angles; the angle is formed as the CPU forms it (f32 product, then cos/sin).
+// Threads: one thread per (token, head, pair); a flat grid over n * n_heads * head_dim/2.
+#include "cuda_common.h"
+
+__global__ static void rope_kernel(float *x, int n, int n_heads, int head_dim, int64_t pos0, const float *freqs) {
+    int half = head_dim / 2;
+    size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (size_t)n * n_heads * half) return;
+    int i = (int)(idx % half);
+    size_t th = idx / half;                         // token * n_heads + head
+    int t = (int)(th / n_heads);
+    float angle = (float)(pos0 + t) * freqs[i];
+    float s, c;
+    sincosf(angle, &s, &c);
+    float *p = x + th * head_dim + 2 * i;
+    float a = p[0], b = p[1];
+    p[0] = a * c - b * s;
+    p[1] = a * s + b * c;
+}
+
+void cuda_rope(float *x, int n, int n_heads, int head_dim, int64_t pos0, const float *freqs, cudaStream_t st) {
+    size_t total = (size_t)n * n_heads * (head_dim / 2);
+    rope_kernel<<<cdiv(total, 256), 256, 0, st>>>(x, n, n_heads, head_dim, pos0, freqs);
+    CUDA_LAUNCH_CHECK();
+}

@@ -1,0 +1,95 @@
+// forward.c: the Llama transformer forward pass over a batch of tokens.
+//
+// Per layer, the projections (matmuls) run over all n tokens at once — they read each weight
+// once per batch instead of once per token, which is what makes prefill fast. Attention then
+// runs position by position in order: token t appends its K/V to the cache and attends over
+// everything cached so far, so a batched prefill fills and reads the (possibly quantized)
+// cache exactly as token-by-token decoding would (DESIGN.md §3).
+#include "model.h"
+#include "../kernels/kernels.h"
+#include "../util/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void build_runstate(RunState *s, const Config *c, int max_batch, int64_t max_tokens) {
+    if (max_batch < 1) fatal("build_runstate: max_batch %d < 1", max_batch);
+    if (max_tokens < 1) fatal("build_runstate: max_tokens %lld < 1", (long long)max_tokens);
+    size_t b = (size_t)max_batch, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    s->max_batch = max_batch;
+    s->x = xcalloc(b * c->dim, sizeof(float));
+    s->xb = xcalloc(b * c->dim, sizeof(float));
+    s->xb2 = xcalloc(b * c->dim, sizeof(float));
+    s->q = xcalloc(b * qd, sizeof(float));
+    s->k = xcalloc(b * kvd, sizeof(float));
+    s->v = xcalloc(b * kvd, sizeof(float));
+    s->att_out = xcalloc(b * qd, sizeof(float));
+    s->hb = xcalloc(b * c->hidden_dim, sizeof(float));
+    s->hb2 = xcalloc(b * c->hidden_dim, sizeof(float));
+    s->att = xcalloc((size_t)c->n_heads * (size_t)max_tokens, sizeof(float));
+    s->logits = xcalloc(b * c->vocab_size, sizeof(float));
+    s->rope_freqs = xcalloc((size_t)c->head_dim / 2, sizeof(float));
+    rope_freqs(s->rope_freqs, c);
+}
+
+void free_runstate(RunState *s) {
+    free(s->x); free(s->xb); free(s->xb2); free(s->q); free(s->k); free(s->v);
+    free(s->att_out); free(s->hb); free(s->hb2); free(s->att); free(s->logits); free(s->rope_freqs);
+    memset(s, 0, sizeof *s);
+}
+
+static void add_inplace(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+// Attention block of one layer for n tokens at positions pos..pos+n-1; adds into s->x.
+static void attention_block(const Model *m, RunState *s, KVCache *cache, int l, int n, int64_t pos) {
+    const Config *c = &m->config;
+    const LayerWeights *w = &m->weights.layers[l];
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    rmsnorm(s->xb, s->x, w->attn_norm, n, c->dim, c->norm_eps);
+    matmul(s->q, s->xb, w->wq, c->wdtype, n, c->dim, qd);
+    matmul(s->k, s->xb, w->wk, c->wdtype, n, c->dim, kvd);
+    matmul(s->v, s->xb, w->wv, c->wdtype, n, c->dim, kvd);
+    for (int t = 0; t < n; t++) {       // in position order: append, then attend (DESIGN §3)
+        float *q = s->q + (size_t)t * qd, *k = s->k + (size_t)t * kvd, *v = s->v + (size_t)t * kvd;
+        rope(q, c->n_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
+        rope(k, c->n_kv_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
+        kvcache_append(cache, l, k, v);
+        kvcache_attention(cache, l, q, c->n_heads, s->att_out + (size_t)t * qd, s->att);
+    }
+    matmul(s->xb2, s->att_out, w->wo, c->wdtype, n, qd, c->dim);
+    add_inplace(s->x, s->xb2, (size_t)n * c->dim);
+}
+
+// SwiGLU feed-forward block of one layer; adds into s->x.
+static void ffn_block(const Model *m, RunState *s, int l, int n) {
+    const Config *c = &m->config;
+    const LayerWeights *w = &m->weights.layers[l];
+    rmsnorm(s->xb, s->x, w->ffn_norm, n, c->dim, c->norm_eps);
+    matmul(s->hb, s->xb, w->w_gate, c->wdtype, n, c->dim, c->hidden_dim);
+    matmul(s->hb2, s->xb, w->w_up, c->wdtype, n, c->dim, c->hidden_dim);
+    swiglu(s->hb, s->hb, s->hb2, n * c->hidden_dim);
+    matmul(s->xb2, s->hb, w->w_down, c->wdtype, n, c->hidden_dim, c->dim);
+    add_inplace(s->x, s->xb2, (size_t)n * c->dim);
+}
+
+float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits) {
+    const Config *c = &m->config;
+    if (n < 1 || n > s->max_batch) fatal("forward: batch of %d tokens (max %d)", n, s->max_batch);
+    for (int t = 0; t < n; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size) fatal("forward: token id %d outside the vocabulary", tokens[t]);
+        embed(s->x + (size_t)t * c->dim, m->weights.token_embedding, c->wdtype, c->dim, tokens[t]);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        attention_block(m, s, cache, l, n, pos);
+        ffn_block(m, s, l, n);
+    }
+    // Only the rows whose logits are wanted go through the final norm and the classifier
+    // (the classifier is the largest matrix of a small model).
+    int first = all_logits ? 0 : n - 1, rows = n - first;
+    float *x = s->x + (size_t)first * c->dim;
+    rmsnorm(s->xb, x, m->weights.final_norm, rows, c->dim, c->norm_eps);
+    matmul(s->logits, s->xb, m->weights.classifier, c->wdtype, rows, c->dim, c->vocab_size);
+    return s->logits;
+}

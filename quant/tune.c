@@ -1,0 +1,275 @@
+// tune.c: `run -m tune` (tune.h, DESIGN.md §6, issue 7). The steps, in order:
+//   1. text: calibration tokens from the first half of -f, held-back tokens from the second
+//   2. one fp16 pass over the calibration tokens, recording every layer (tune_forward.c)
+//   3. sensitivity: for each layer and pair, the attention-output relative error and the KL
+//      with only that layer quantized (started at that layer from the recorded states)
+//   4. pruning, clustering, the exact DP front under --max-bits (tune_search.c, tune_cluster.c)
+//   5. verification of front points and of the uniform configurations on held-back text,
+//      then the outputs (tune_report.c)
+#include "tune.h"
+#include "tune_report.h"
+#include "../model/eval.h"
+#include "../util/util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TUNE_VERIFY_STEP 0.25   // verify the best front point at every quarter bit
+#define TUNE_EVAL_BATCH 64      // tokens per forward() call in verification
+
+void tune_options_init(TuneOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->tokens = 1024;
+    o->max_bits = 16;
+    o->out_dir = "tune-out";
+    o->progress = 1;
+}
+
+const char *tune_options_usage(void) {
+    return "  --max-bits B  tune: cap on the average bits (k+v)/2, 2 <= B <= 16 (default 16: no cap)\n"
+           "  --out DIR     tune: output directory (default tune-out)\n"
+           "  --groups K    tune: number of layer groups (default: automatic)\n";
+}
+
+int tune_options_parse(TuneOptions *o, int argc, char **argv, int i) {
+    const char *a = argv[i];
+    if (strcmp(a, "--max-bits") && strcmp(a, "--out") && strcmp(a, "--groups")) return 0;
+    if (i + 1 >= argc) fatal("%s: missing value", a);
+    const char *v = argv[i + 1];
+    char *end;
+    errno = 0;
+    if (!strcmp(a, "--out")) {
+        if (!*v) fatal("--out: empty directory name");
+        o->out_dir = v;
+    } else if (!strcmp(a, "--max-bits")) {
+        double b = strtod(v, &end);
+        if (end == v || *end || errno == ERANGE || !isfinite(b)) fatal("--max-bits: not a number: '%s'", v);
+        if (b < 2 || b > 16) fatal("--max-bits: %g is outside [2, 16] (average bits per element of K and V)", b);
+        o->max_bits = b;
+    } else {
+        long g = strtol(v, &end, 10);
+        if (end == v || *end || errno == ERANGE) fatal("--groups: not an integer: '%s'", v);
+        if (g < 1 || g > 4096) fatal("--groups: %ld is out of range [1, number of layers]", g);
+        o->groups = (int)g;
+    }
+    return 2;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// Create --out if needed and prove it writable now, before minutes of work.
+static void prepare_out_dir(const char *dir) {
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) fatal("--out %s: cannot create the directory: %s", dir, strerror(errno));
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) fatal("--out %s: not a directory", dir);
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/.kvt-write-test", dir);
+    FILE *f = fopen(probe, "w");
+    if (!f) fatal("--out %s: not writable: %s", dir, strerror(errno));
+    fclose(f);
+    remove(probe);
+}
+
+// The first `want` token ids of text[from, to), from a line start (BOS first if the model
+// wants one). Only a generous prefix is tokenized, not the whole 1 MB text.
+static void slice_tokens(const Model *m, const TuneOptions *o, size_t from, size_t to, int want, const char *which,
+                         int **ids) {
+    while (from > 0 && from < to && o->text[from - 1] != '\n') from++;
+    size_t bytes = (size_t)want * 16 + 64;
+    if (to - from > bytes) to = from + bytes;
+    if (to < o->text_len) {                           // end on a line end: no split characters
+        size_t e = to;
+        while (e > from && o->text[e - 1] != '\n') e--;
+        if (e > from) to = e;
+    }
+    int *all;
+    int n = tokenizer_encode(&m->tokenizer, o->text + from, to - from, 0, &all);
+    int bos = eval_wants_bos(&m->tokenizer);
+    if (n + bos < want)
+        fatal("%s: the text is too short: its %s has %d tokens, the tuner needs %d (-f a longer text, or --tokens N)",
+              o->text_name, which, n + bos, want);
+    *ids = xmalloc((size_t)want * sizeof(int));
+    if (bos) (*ids)[0] = m->tokenizer.bos_id;
+    memcpy(*ids + bos, all, (size_t)(want - bos) * sizeof(int));
+    free(all);
+}
+
+// ||a - b|| / ||b|| over n floats, in double.
+static double rel_error(const float *a, const float *b, size_t n) {
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) { d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]); s += (double)b[i] * b[i]; }
+    return s > 0 ? sqrt(d / s) : sqrt(d);
+}
+
+// Step 3: the sensitivity table from the recorded pass.
+static void measure_sensitivity(const Model *m, const KVSpec *grouping, RunState *s, const TuneRecord *r,
+                                SensTable *t, int progress) {
+    const Config *c = &m->config;
+    size_t od = (size_t)r->n * c->n_heads * c->head_dim;
+    float *o16 = xmalloc(od * sizeof(float)), *oq = xmalloc(od * sizeof(float));
+    KVSpec sp16;
+    build_kvspec_uniform(&sp16, c->n_layers, c->n_kv_heads, c->head_dim, 16, 16);
+    KVCache *c16 = build_kvcache(&sp16, r->n);
+    double t0 = now_s();
+    for (int l = 0; l < c->n_layers; l++) {
+        tune_layer_attention(m, grouping, (KVBits){16, 16}, r, l, s->att, o16);
+        for (int p = 0; p < TUNE_NPAIRS; p++) {
+            tune_layer_attention(m, grouping, (KVBits){tune_kbits(p), tune_vbits(p)}, r, l, s->att, oq);
+            sens_aux(t, l)[p] = rel_error(oq, o16, od);
+            sens_err(t, l)[p] = tune_tail_kl(m, s, c16, r, l, oq);
+            if (!isfinite(sens_err(t, l)[p])) fatal("tune: layer %d %s: the KL is not finite", l, tune_pair_name(p));
+        }
+        if (progress) {
+            double dt = now_s() - t0;
+            // later layers are cheaper (shorter tails): weight the ETA by remaining depth
+            double done = 0, all = 0;
+            for (int j = 0; j < c->n_layers; j++) { double w = c->n_layers - j + 8; all += w; if (j <= l) done += w; }
+            fprintf(stderr, "tune: sensitivity layer %d/%d: KL KV2 %.4g KV4 %.4g KV8 %.3g  (%.0f s, ~%.0f s left)\n",
+                    l + 1, c->n_layers, sens_err(t, l)[0], sens_err(t, l)[4], sens_err(t, l)[8], dt, dt * (all - done) / done);
+        }
+    }
+    free_kvcache(c16);
+    free_kvspec(&sp16);
+    free(o16); free(oq);
+}
+
+// A full spec: the grouping with per-layer bits kv[l] on every head.
+static void spec_for(const KVSpec *grouping, const Config *c, const KVBits *kv, KVSpec *out) {
+    *out = *grouping;
+    out->bits = xmalloc((size_t)c->n_layers * c->n_kv_heads * sizeof(KVBits));
+    for (int l = 0; l < c->n_layers; l++)
+        for (int h = 0; h < c->n_kv_heads; h++) out->bits[(size_t)l * c->n_kv_heads + h] = kv[l];
+}
+
+static void verify_point(const Model *m, const KVSpec *grouping, const int *ids, int n, const float *base_logp,
+                         TunePoint *pt) {
+    KVSpec sp;
+    spec_for(grouping, &m->config, pt->kv, &sp);
+    EvalStats st;
+    eval_against(m, &sp, ids, n, TUNE_EVAL_BATCH, base_logp, &st);
+    pt->kl = st.kl / st.n;
+    pt->top1 = (double)st.top1 / st.n;
+    pt->bits_per_elem = st.kv_bits_per_elem;
+    free_kvspec(&sp);
+}
+
+// Step 5's choice: at every quarter bit up to the cap, the front point of largest cost <= it.
+static int select_points(const Front *f, int L, double cap_bits, int *sel) {
+    int n = 0;
+    for (double b = 2.0; b <= cap_bits + 1e-9 && b <= 8.0 + 1e-9; b += TUNE_VERIFY_STEP) {
+        int best = -1;
+        for (int i = 0; i < f->n; i++) if (f->pts[i].cost <= (int)floor(b * 2 * L + 1e-9)) best = i;
+        if (best >= 0 && (n == 0 || sel[n - 1] != best)) sel[n++] = best;
+    }
+    return n;
+}
+
+int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
+    const Config *c = &m->config;
+    int L = c->n_layers, N = o->tokens;
+    double t_start = now_s();
+    if (o->groups > L) fatal("--groups: %d is more than the model's %d layers", o->groups, L);
+    if (N < 16) fatal("--tokens: %d calibration tokens are too few for the tuner (at least 16)", N);
+    if (N > c->max_seq_len) fatal("--tokens: %d is beyond the model's context of %d", N, c->max_seq_len);
+    kvspec_validate(grouping, "tune: the KV grouping");
+    prepare_out_dir(o->out_dir);
+    if (o->text_len == 0) fatal("%s: the calibration text is empty", o->text_name);
+    int cap_cost = (int)floor(o->max_bits * 2 * L + 1e-9);
+
+    // 1. calibration and held-back slices (disjoint halves of the text)
+    int *cal, *held;
+    slice_tokens(m, o, 0, o->text_len / 2, N, "first half (calibration)", &cal);
+    slice_tokens(m, o, o->text_len / 2, o->text_len, N, "second half (held back)", &held);
+    if (o->progress)
+        fprintf(stderr, "tune: %s preset, %d layers x %d pairs, %d calibration + %d held-back tokens, out %s\n",
+                o->preset ? o->preset : "custom", L, TUNE_NPAIRS, N, N, o->out_dir);
+
+    // 2. the fp16 pass, 3. sensitivity
+    RunState s;
+    build_runstate(&s, c, N, N);
+    TuneRecord rec;
+    double t1 = now_s();
+    tune_record(m, &s, cal, N, &rec);
+    if (o->progress) fprintf(stderr, "tune: fp16 pass recorded in %.1f s\n", now_s() - t1);
+    SensTable tab;
+    build_senstable(&tab, L);
+    measure_sensitivity(m, grouping, &s, &rec, &tab, o->progress);
+    free_tunerecord(&rec);
+    free_runstate(&s);
+    double t_sens = now_s() - t_start;
+
+    // 4. prune, cluster, search
+    unsigned char *keep = xmalloc((size_t)L * TUNE_NPAIRS);
+    for (int l = 0; l < L; l++) tune_prune_pairs(sens_err(&tab, l), keep + (size_t)l * TUNE_NPAIRS);
+    Clustering cl;
+    tune_cluster(&tab, keep, o->groups, &cl);
+    GroupSpace gs;
+    build_groupspace(&gs, &tab, keep, &cl);
+    Front front;
+    if (tune_search_dp(&gs, cap_cost, &front) != 0)
+        fatal("--max-bits %g: no configuration fits (the candidate set is empty after the cap)", o->max_bits);
+    if (o->progress)
+        fprintf(stderr, "tune: %d groups (spread %.3f), predicted front of %d points up to %.3g bits\n",
+                cl.n_groups, cl.spread, front.n, front.pts[front.n - 1].cost / (2.0 * L));
+
+    // 5. verification on held-back text
+    size_t V = (size_t)c->vocab_size;
+    float *base = xmalloc((size_t)(N - 1) * V * sizeof(float));
+    eval_base_logprobs(m, held, N, TUNE_EVAL_BATCH, base);
+    int *sel = xmalloc((size_t)(front.n + 1) * sizeof(int));
+    int n_sel = select_points(&front, L, o->max_bits, sel);
+    static const int uni_pairs[5][2] = {{2, 2}, {4, 2}, {4, 4}, {8, 4}, {8, 8}};
+    TunePoint *pts = xcalloc((size_t)n_sel + 5, sizeof(TunePoint));
+    int np = 0;
+    for (int i = 0; i < n_sel; i++, np++) {
+        TunePoint *pt = &pts[np];
+        pt->kv = xmalloc((size_t)L * sizeof(KVBits));
+        tune_point_bits(&cl, &front.pts[sel[i]], pt->kv);
+        pt->avg_bits = front.pts[sel[i]].cost / (2.0 * L);
+        pt->pred = front.pts[sel[i]].err;
+        snprintf(pt->label, sizeof pt->label, "tuned-%.3f", pt->avg_bits);
+    }
+    for (int u = 0; u < 5; u++) {
+        if ((uni_pairs[u][0] + uni_pairs[u][1]) / 2.0 > o->max_bits + 1e-9) continue;
+        TunePoint *pt = &pts[np++];
+        int p = tune_pair_index(uni_pairs[u][0], uni_pairs[u][1]);
+        pt->uniform = 1;
+        pt->kv = xmalloc((size_t)L * sizeof(KVBits));
+        for (int l = 0; l < L; l++) { pt->kv[l].k_bits = tune_kbits(p); pt->kv[l].v_bits = tune_vbits(p); pt->pred += sens_err(&tab, l)[p]; }
+        pt->avg_bits = tune_cost(p) / 2.0;
+        snprintf(pt->label, sizeof pt->label, "%s", tune_pair_name(p));
+    }
+    double t2 = now_s();
+    for (int i = 0; i < np; i++) {
+        verify_point(m, grouping, held, N, base, &pts[i]);
+        if (o->progress)
+            fprintf(stderr, "tune: verify %d/%d %-12s %.3f bits: predicted KL %.4g, measured KL %.4g, top-1 %.2f%%  (%.0f s)\n",
+                    i + 1, np, pts[i].label, pts[i].avg_bits, pts[i].pred, pts[i].kl, 100 * pts[i].top1, now_s() - t2);
+    }
+    double t_verify = now_s() - t2;
+
+    TuneReport rep = {.preset = o->preset ? o->preset : "custom", .out_dir = o->out_dir, .n_layers = L,
+                      .tokens = N, .max_bits = o->max_bits, .tab = &tab, .keep = keep, .cl = &cl,
+                      .pts = pts, .n_pts = np, .t_sens = t_sens, .t_verify = t_verify};
+    int n_front = tune_write_report(&rep);
+    double wall = now_s() - t_start;
+    printf("tune: wrote %d front configs to %s in %.1f s (sensitivity %.1f s, verification %.1f s)\n",
+           n_front, o->out_dir, wall, t_sens, t_verify);
+    printf("tune preset %s front %d groups %d tokens %d wall_s %.1f out %s\n", rep.preset, n_front, cl.n_groups, N, wall,
+           o->out_dir);
+
+    for (int i = 0; i < np; i++) free(pts[i].kv);
+    free(pts); free(sel); free(base); free(cal); free(held); free(keep);
+    free_front(&front); free_groupspace(&gs); free_clustering(&cl); free_senstable(&tab);
+    return 0;
+}

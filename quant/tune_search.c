@@ -1,0 +1,219 @@
+// tune_search.c: candidate pairs, the sensitivity table, intra-layer Pareto pruning, the
+// group search space and the exact (dynamic-programming) Pareto front of (bits, error).
+// KVTuner, arXiv 2502.04420 §4; DESIGN.md §6 steps 3 and 5.
+#include "tuner.h"
+#include "../util/util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+const int TUNE_BITS[3] = {2, 4, 8};
+
+int tune_pair_index(int k_bits, int v_bits) {
+    int ki = -1, vi = -1;
+    for (int i = 0; i < 3; i++) {
+        if (TUNE_BITS[i] == k_bits) ki = i;
+        if (TUNE_BITS[i] == v_bits) vi = i;
+    }
+    return ki < 0 || vi < 0 ? -1 : ki * 3 + vi;
+}
+
+const char *tune_pair_name(int p) {
+    static const char *names[TUNE_NPAIRS] = {"KV2", "K2V4", "K2V8", "K4V2", "KV4", "K4V8", "K8V2", "K8V4", "KV8"};
+    return p >= 0 && p < TUNE_NPAIRS ? names[p] : "?";
+}
+
+void build_senstable(SensTable *t, int n_layers) {
+    t->n_layers = n_layers;
+    t->err = xcalloc((size_t)n_layers * TUNE_NPAIRS, sizeof(double));
+    t->aux = xcalloc((size_t)n_layers * TUNE_NPAIRS, sizeof(double));
+}
+
+void free_senstable(SensTable *t) {
+    free(t->err); free(t->aux);
+    t->err = t->aux = NULL;
+}
+
+// q dominates p: no more bits, no more error, better in at least one. Equal bits and equal
+// error is a tie: the pair with more key bits wins (see tuner.h).
+static int dominates(int q, int p, const double *err) {
+    int cq = tune_cost(q), cp = tune_cost(p);
+    if (cq > cp || err[q] > err[p]) return 0;
+    if (cq < cp || err[q] < err[p]) return 1;
+    return tune_kbits(q) > tune_kbits(p);
+}
+
+int tune_prune_pairs(const double *err, unsigned char keep[TUNE_NPAIRS]) {
+    int n = 0;
+    for (int p = 0; p < TUNE_NPAIRS; p++) {
+        keep[p] = 1;
+        for (int q = 0; q < TUNE_NPAIRS && keep[p]; q++)
+            if (q != p && dominates(q, p, err)) keep[p] = 0;
+        n += keep[p];
+    }
+    return n;
+}
+
+// ---- group space ---------------------------------------------------------------------------
+
+void build_groupspace(GroupSpace *gs, const SensTable *t, const unsigned char *keep, const Clustering *c) {
+    int G = c->n_groups;
+    gs->n_groups = G;
+    gs->n_cand = xcalloc((size_t)G, sizeof(int));
+    gs->cand = xcalloc((size_t)G, sizeof *gs->cand);
+    gs->gerr = xcalloc((size_t)G, sizeof *gs->gerr);
+    gs->gsize = xcalloc((size_t)G, sizeof(int));
+    unsigned char (*any)[TUNE_NPAIRS] = xcalloc((size_t)G, sizeof *any);
+    for (int l = 0; l < t->n_layers; l++) {
+        int g = c->group_of[l];
+        gs->gsize[g]++;
+        for (int p = 0; p < TUNE_NPAIRS; p++) {
+            gs->gerr[g][p] += sens_err(t, l)[p];
+            any[g][p] |= keep[(size_t)l * TUNE_NPAIRS + p];
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        // Prune the union again on the summed error. Caveat: a pair pruned in every member
+        // (each time by a different cheaper pair) is not offered even if the group sum would
+        // keep it; the search is exact over this reduced space, as in the paper.
+        double e[TUNE_NPAIRS];
+        for (int p = 0; p < TUNE_NPAIRS; p++) e[p] = any[g][p] ? gs->gerr[g][p] : INFINITY;
+        unsigned char k2[TUNE_NPAIRS];
+        tune_prune_pairs(e, k2);
+        for (int cost = 4; cost <= 16; cost++)          // cheapest first
+            for (int p = 0; p < TUNE_NPAIRS; p++)
+                if (any[g][p] && k2[p] && tune_cost(p) == cost) gs->cand[g][gs->n_cand[g]++] = p;
+    }
+    free(any);
+}
+
+void free_groupspace(GroupSpace *gs) {
+    free(gs->n_cand); free(gs->cand); free(gs->gerr); free(gs->gsize);
+    memset(gs, 0, sizeof *gs);
+}
+
+// ---- fronts ---------------------------------------------------------------------------------
+
+void free_front(Front *f) {
+    for (int i = 0; i < f->n; i++) free(f->pts[i].pair_of_group);
+    free(f->pts);
+    f->pts = NULL; f->n = 0;
+}
+
+static int total_cost_bounds(const GroupSpace *gs, int *lo, int *hi) {
+    *lo = *hi = 0;
+    for (int g = 0; g < gs->n_groups; g++) {
+        if (gs->n_cand[g] == 0) return -1;
+        *lo += gs->gsize[g] * tune_cost(gs->cand[g][0]);
+        *hi += gs->gsize[g] * tune_cost(gs->cand[g][gs->n_cand[g] - 1]);
+    }
+    return 0;
+}
+
+// Keep, from best[w] (least error at exactly total w; INFINITY = unreachable), the totals whose
+// error is strictly below every cheaper total's: that is the Pareto front.
+static int front_totals(const double *best, int hi, int *sel) {
+    int n = 0;
+    double floor = INFINITY;
+    for (int w = 0; w <= hi; w++)
+        if (best[w] < floor) { floor = best[w]; sel[n++] = w; }
+    return n;
+}
+
+int tune_search_dp(const GroupSpace *gs, int max_cost, Front *out) {
+    out->n = 0; out->pts = NULL;
+    int lo, hi, G = gs->n_groups;
+    if (total_cost_bounds(gs, &lo, &hi) != 0) return -1;
+    if (max_cost >= 0 && lo > max_cost) return -1;
+    if (max_cost >= 0 && hi > max_cost) hi = max_cost;
+    size_t W = (size_t)hi + 1;
+    // best[g][w]: least error of groups 0..g-1 at total w; choice[g][w]: the candidate slot of
+    // group g-1 on that optimum (for backtracking).
+    double *best = xmalloc((size_t)(G + 1) * W * sizeof(double));
+    signed char *choice = xmalloc((size_t)(G + 1) * W);
+    for (size_t w = 0; w < W; w++) best[w] = INFINITY;
+    best[0] = 0.0;
+    for (int g = 0; g < G; g++) {
+        double *prev = best + (size_t)g * W, *cur = prev + W;
+        signed char *ch = choice + (size_t)(g + 1) * W;
+        for (size_t w = 0; w < W; w++) { cur[w] = INFINITY; ch[w] = -1; }
+        for (size_t w = 0; w < W; w++) {
+            if (prev[w] == INFINITY) continue;
+            for (int i = 0; i < gs->n_cand[g]; i++) {
+                int p = gs->cand[g][i];
+                size_t w2 = w + (size_t)gs->gsize[g] * (size_t)tune_cost(p);
+                if (w2 >= W) break;                       // candidates are cheapest first
+                double e = prev[w] + gs->gerr[g][p];
+                if (e < cur[w2]) { cur[w2] = e; ch[w2] = (signed char)i; }
+            }
+        }
+    }
+    int *sel = xmalloc(W * sizeof(int));
+    int n = front_totals(best + (size_t)G * W, hi, sel);
+    out->pts = xcalloc((size_t)n, sizeof(FrontPoint));
+    out->n = n;
+    for (int k = 0; k < n; k++) {
+        FrontPoint *fp = &out->pts[k];
+        fp->cost = sel[k];
+        fp->err = best[(size_t)G * W + (size_t)sel[k]];
+        fp->pair_of_group = xmalloc((size_t)G * sizeof(int));
+        size_t w = (size_t)sel[k];
+        for (int g = G - 1; g >= 0; g--) {
+            int p = gs->cand[g][choice[(size_t)(g + 1) * W + w]];
+            fp->pair_of_group[g] = p;
+            w -= (size_t)gs->gsize[g] * (size_t)tune_cost(p);
+        }
+    }
+    free(sel); free(best); free(choice);
+    return 0;
+}
+
+int tune_search_brute(const GroupSpace *gs, int max_cost, Front *out) {
+    out->n = 0; out->pts = NULL;
+    int lo, hi, G = gs->n_groups;
+    if (total_cost_bounds(gs, &lo, &hi) != 0) return -1;
+    if (max_cost >= 0 && lo > max_cost) return -1;
+    if (max_cost >= 0 && hi > max_cost) hi = max_cost;
+    double *best = xmalloc(((size_t)hi + 1) * sizeof(double));
+    int **arg = xcalloc((size_t)hi + 1, sizeof(int *));
+    for (int w = 0; w <= hi; w++) best[w] = INFINITY;
+    int *slot = xcalloc((size_t)G, sizeof(int));   // odometer over candidate slots
+    for (;;) {
+        int w = 0; double e = 0;
+        for (int g = 0; g < G; g++) {
+            int p = gs->cand[g][slot[g]];
+            w += gs->gsize[g] * tune_cost(p);
+            e += gs->gerr[g][p];
+        }
+        if (w <= hi && e < best[w]) {
+            best[w] = e;
+            if (!arg[w]) arg[w] = xmalloc((size_t)G * sizeof(int));
+            for (int g = 0; g < G; g++) arg[w][g] = gs->cand[g][slot[g]];
+        }
+        int g = 0;
+        while (g < G && ++slot[g] == gs->n_cand[g]) slot[g++] = 0;
+        if (g == G) break;
+    }
+    int *sel = xmalloc(((size_t)hi + 1) * sizeof(int));
+    int n = front_totals(best, hi, sel);
+    out->pts = xcalloc((size_t)n, sizeof(FrontPoint));
+    out->n = n;
+    for (int k = 0; k < n; k++) {
+        out->pts[k].cost = sel[k];
+        out->pts[k].err = best[sel[k]];
+        out->pts[k].pair_of_group = arg[sel[k]];
+        arg[sel[k]] = NULL;
+    }
+    for (int w = 0; w <= hi; w++) free(arg[w]);
+    free(arg); free(sel); free(slot); free(best);
+    return 0;
+}
+
+void tune_point_bits(const Clustering *c, const FrontPoint *p, KVBits *kv) {
+    for (int l = 0; l < c->n_layers; l++) {
+        int pair = p->pair_of_group[c->group_of[l]];
+        kv[l].k_bits = tune_kbits(pair);
+        kv[l].v_bits = tune_vbits(pair);
+    }
+}

@@ -1,0 +1,258 @@
+// test_kernels.c: every CPU kernel against a plain double-precision reference, and
+// rope_freqs against inverse frequencies computed by transformers
+// (tests/golden/rope_freqs.txt, made by tests/reference/make_rope_golden.py).
+#include "testutil.h"
+#include "../kernels/kernels.h"
+#include "../util/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Deterministic values in [-1, 1).
+static uint32_t rng_state = 12345;
+static float frand(void) {
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 17; rng_state ^= rng_state << 5;
+    return (float)((rng_state >> 8) / 8388608.0 - 1.0);
+}
+static void fill(float *x, size_t n, float scale) { for (size_t i = 0; i < n; i++) x[i] = scale * frand(); }
+
+// ---- matmul ----------------------------------------------------------------------------
+
+// Store w (f32) in dtype wt; return the weights as the kernel will see them (rounded) in wr.
+static void *encode_weights(const float *w, float *wr, size_t n, DType wt) {
+    void *out = xmalloc(n * (size_t)dtype_size(wt));
+    for (size_t i = 0; i < n; i++) {
+        if (wt == DTYPE_F32) { ((float *)out)[i] = w[i]; wr[i] = w[i]; }
+        else if (wt == DTYPE_F16) { uint16_t h = fp32_to_fp16(w[i]); ((uint16_t *)out)[i] = h; wr[i] = fp16_to_fp32(h); }
+        else { uint16_t b = fp32_to_bf16(w[i]); ((uint16_t *)out)[i] = b; wr[i] = bf16_to_fp32(b); }
+    }
+    return out;
+}
+
+static void check_matmul(DType wt, int n, int k, int d) {
+    float *x = xmalloc((size_t)n * k * sizeof(float)), *w = xmalloc((size_t)d * k * sizeof(float));
+    float *wr = xmalloc((size_t)d * k * sizeof(float)), *out = xmalloc((size_t)n * d * sizeof(float));
+    fill(x, (size_t)n * k, 1.0f);
+    fill(w, (size_t)d * k, 0.5f);
+    void *wq = encode_weights(w, wr, (size_t)d * k, wt);
+    for (size_t i = 0; i < (size_t)n * d; i++) out[i] = NAN;   // every output must be written
+    matmul(out, x, wq, wt, n, k, d);
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < d; j++) {
+            double ref = 0, mag = 0;
+            for (int i = 0; i < k; i++) {
+                ref += (double)x[(size_t)t * k + i] * wr[(size_t)j * k + i];
+                mag += fabs((double)x[(size_t)t * k + i] * wr[(size_t)j * k + i]);
+            }
+            double got = out[(size_t)t * d + j];
+            ck_assert_msg(fabs(got - ref) <= 1e-5 * mag + 1e-6,
+                          "matmul %s n=%d k=%d d=%d: out[%d][%d] = %.8g, reference %.8g",
+                          dtype_name(wt), n, k, d, t, j, got, ref);
+        }
+    free(x); free(w); free(wr); free(out); free(wq);
+}
+
+START_TEST(test_matmul_all_dtypes) {
+    const int ns[] = {1, 2, 3, 4, 5, 9}, ks[] = {1, 7, 8, 33, 64, 200}, ds[] = {1, 3, 4, 13};
+    for (DType wt = DTYPE_F32; wt <= DTYPE_BF16; wt++)
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+            for (size_t b = 0; b < sizeof ks / sizeof *ks; b++)
+                for (size_t c = 0; c < sizeof ds / sizeof *ds; c++) check_matmul(wt, ns[a], ks[b], ds[c]);
+}
+END_TEST
+
+START_TEST(test_matmul_model_sizes) {
+    // SmolLM2 shapes: decode (n=1) and a prefill batch, q projection and FFN down projection.
+    for (DType wt = DTYPE_F32; wt <= DTYPE_BF16; wt++) {
+        check_matmul(wt, 1, 576, 576);
+        check_matmul(wt, 7, 576, 192);
+        check_matmul(wt, 3, 1536, 577);
+    }
+}
+END_TEST
+
+START_TEST(test_matmul_batched_equals_single) {
+    // A batch of n tokens must give exactly the same rows as n separate calls: prefill and
+    // decode sum in the same order (kernels.c), so a batched prefill reproduces decoding.
+    int n = 6, k = 100, d = 37;
+    float *x = xmalloc((size_t)n * k * 4), *w = xmalloc((size_t)d * k * 4), *wr = xmalloc((size_t)d * k * 4);
+    float *ob = xmalloc((size_t)n * d * 4), *o1 = xmalloc((size_t)d * 4);
+    fill(x, (size_t)n * k, 1.0f);
+    fill(w, (size_t)d * k, 1.0f);
+    for (DType wt = DTYPE_F32; wt <= DTYPE_BF16; wt++) {
+        void *wq = encode_weights(w, wr, (size_t)d * k, wt);
+        matmul(ob, x, wq, wt, n, k, d);
+        for (int t = 0; t < n; t++) {
+            matmul(o1, x + (size_t)t * k, wq, wt, 1, k, d);
+            for (int j = 0; j < d; j++)
+                ck_assert_msg(o1[j] == ob[(size_t)t * d + j],
+                              "%s token %d row %d: batched %g single %g", dtype_name(wt), t, j, ob[(size_t)t * d + j], o1[j]);
+        }
+        free(wq);
+    }
+    free(x); free(w); free(wr); free(ob); free(o1);
+}
+END_TEST
+
+// ---- rmsnorm, softmax, swiglu, embed ----------------------------------------------------
+
+START_TEST(test_rmsnorm) {
+    const int dims[] = {1, 37, 576};
+    for (size_t c = 0; c < 3; c++) {
+        int n = 3, dim = dims[c];
+        float *x = xmalloc((size_t)n * dim * 4), *w = xmalloc((size_t)dim * 4), *o = xmalloc((size_t)n * dim * 4);
+        fill(x, (size_t)n * dim, 3.0f);
+        fill(w, (size_t)dim, 2.0f);
+        float eps = 1e-5f;
+        rmsnorm(o, x, w, n, dim, eps);
+        for (int t = 0; t < n; t++) {
+            double ss = 0;
+            for (int i = 0; i < dim; i++) ss += (double)x[t * dim + i] * x[t * dim + i];
+            double r = 1.0 / sqrt(ss / dim + eps);
+            for (int i = 0; i < dim; i++) {
+                double ref = w[i] * x[t * dim + i] * r;
+                ck_assert_msg(fabs(o[t * dim + i] - ref) <= 1e-5 * (1 + fabs(ref)), "rmsnorm dim %d [%d][%d]: %g vs %g",
+                              dim, t, i, o[t * dim + i], ref);
+            }
+        }
+        free(x); free(w); free(o);
+    }
+}
+END_TEST
+
+START_TEST(test_softmax) {
+    float x[301];
+    double e[301];
+    fill(x, 301, 30.0f);
+    x[17] = 1000.0f;                         // large logits must not overflow
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < 301; i++) if (x[i] > mx) mx = x[i];
+    for (int i = 0; i < 301; i++) { e[i] = exp((double)x[i] - mx); sum += e[i]; }
+    softmax(x, 301);
+    double total = 0;
+    for (int i = 0; i < 301; i++) {
+        ck_assert_msg(fabs(x[i] - e[i] / sum) <= 1e-6, "softmax[%d] %g vs %g", i, x[i], e[i] / sum);
+        total += x[i];
+    }
+    ck_assert(fabs(total - 1.0) < 1e-5);
+    float y[4] = {1, 2, 3, 4};
+    softmax(y, 4);
+    double z = exp(1) + exp(2) + exp(3) + exp(4);
+    for (int i = 0; i < 4; i++) ck_assert(fabs(y[i] - exp(i + 1) / z) < 1e-6);
+}
+END_TEST
+
+START_TEST(test_swiglu) {
+    float g[50], u[50], h[50];
+    fill(g, 50, 8.0f);
+    fill(u, 50, 2.0f);
+    swiglu(h, g, u, 50);
+    for (int i = 0; i < 50; i++) {
+        double ref = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+        ck_assert_msg(fabs(h[i] - ref) <= 1e-5 * (1 + fabs(ref)), "swiglu[%d] %g vs %g", i, h[i], ref);
+    }
+    swiglu(g, g, u, 50);                     // in place (forward.c does this)
+    for (int i = 0; i < 50; i++) ck_assert(g[i] == h[i]);
+}
+END_TEST
+
+START_TEST(test_embed) {
+    int vocab = 5, dim = 9;
+    float w[45], wr[45], out[9];
+    fill(w, 45, 1.0f);
+    for (DType wt = DTYPE_F32; wt <= DTYPE_BF16; wt++) {
+        void *tab = encode_weights(w, wr, 45, wt);
+        for (int tok = 0; tok < vocab; tok++) {
+            embed(out, tab, wt, dim, tok);
+            for (int i = 0; i < dim; i++) ck_assert(out[i] == wr[tok * dim + i]);
+        }
+        free(tab);
+    }
+}
+END_TEST
+
+// ---- RoPE ------------------------------------------------------------------------------
+
+START_TEST(test_rope_freqs_golden) {
+    FILE *f = fopen("tests/golden/rope_freqs.txt", "r");
+    ck_assert_msg(f != NULL, "tests/golden/rope_freqs.txt missing (run from the repo root)");
+    char line[256];
+    int cases = 0, scaled_changed = 0;
+    while (fgets(line, sizeof line, f)) {
+        Config c;
+        memset(&c, 0, sizeof c);
+        if (sscanf(line, "case %d %f %d %f %f %f %d", &c.head_dim, &c.rope_theta, &c.rope_scaling, &c.rope_factor,
+                   &c.rope_low_freq_factor, &c.rope_high_freq_factor, &c.rope_orig_ctx) != 7) continue;
+        int half = c.head_dim / 2;
+        float got[256], plain[256];
+        rope_freqs(got, &c);
+        Config c0 = c;
+        c0.rope_scaling = ROPE_SCALING_NONE;
+        rope_freqs(plain, &c0);
+        for (int i = 0; i < half; i++) {
+            double want;
+            ck_assert(fscanf(f, "%lf", &want) == 1);
+            ck_assert_msg(fabs(got[i] - want) <= 2e-6 * want, "case %d (hd %d scaling %d) freq %d: %.9g vs transformers %.9g",
+                          cases, c.head_dim, c.rope_scaling, i, got[i], want);
+            if (got[i] != plain[i]) scaled_changed++;
+        }
+        cases++;
+    }
+    fclose(f);
+    ck_assert_int_eq(cases, 6);
+    ck_assert_msg(scaled_changed > 10, "the scaled cases must differ from plain RoPE");
+}
+END_TEST
+
+START_TEST(test_rope_rotation) {
+    int n_heads = 3, hd = 64;
+    Config c;
+    memset(&c, 0, sizeof c);
+    c.head_dim = hd;
+    c.rope_theta = 500000.0f;
+    for (int scaled = 0; scaled <= 1; scaled++) {
+        c.rope_scaling = scaled;
+        c.rope_factor = 8; c.rope_low_freq_factor = 1; c.rope_high_freq_factor = 4; c.rope_orig_ctx = 2048;
+        float freqs[32];
+        rope_freqs(freqs, &c);
+        const int positions[] = {0, 1, 7, 1000, 65535};
+        for (int p = 0; p < 5; p++) {
+            float x[192], x0[192];
+            fill(x0, 192, 1.0f);
+            memcpy(x, x0, sizeof x);
+            rope(x, n_heads, hd, positions[p], freqs);
+            for (int h = 0; h < n_heads; h++)
+                for (int i = 0; i < hd / 2; i++) {
+                    // adjacent pairs (2i, 2i+1) rotate by pos * freq_i (angle formed in f32, as transformers)
+                    double ang = (double)((float)positions[p] * freqs[i]);
+                    double a = x0[h * hd + 2 * i], b = x0[h * hd + 2 * i + 1];
+                    double ra = a * cos(ang) - b * sin(ang), rb = a * sin(ang) + b * cos(ang);
+                    ck_assert_msg(fabs(x[h * hd + 2 * i] - ra) < 1e-5 && fabs(x[h * hd + 2 * i + 1] - rb) < 1e-5,
+                                  "rope pos %d head %d pair %d", positions[p], h, i);
+                }
+            if (positions[p] == 0) ck_assert(memcmp(x, x0, sizeof x) == 0);
+        }
+    }
+}
+END_TEST
+
+static Suite *kernels_suite(void) {
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_matmul_all_dtypes);
+    tcase_add_test(tc, test_matmul_model_sizes);
+    tcase_add_test(tc, test_matmul_batched_equals_single);
+    tcase_add_test(tc, test_rmsnorm);
+    tcase_add_test(tc, test_softmax);
+    tcase_add_test(tc, test_swiglu);
+    tcase_add_test(tc, test_embed);
+    tcase_add_test(tc, test_rope_freqs_golden);
+    tcase_add_test(tc, test_rope_rotation);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(kernels_suite)

@@ -1,0 +1,305 @@
+// test_tuner.c: the tuner's search on synthetic sensitivity tables with known answers —
+// pruning (ties, an all-equal layer), clustering (determinism, a planted 2-cluster case),
+// the DP Pareto front against brute force — and its writers.
+#include "testutil.h"
+#include "../quant/tuner.h"
+#include "../util/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// err of pair p for a layer with key sensitivity a and value sensitivity b: error halves...
+// quarters per extra bit, like a quantizer's step; the model the real tables roughly follow.
+static double model_err(double a, double b, int p) {
+    return a * pow(4.0, -(tune_kbits(p) - 2) / 2.0) + b * pow(4.0, -(tune_vbits(p) - 2) / 2.0);
+}
+
+static uint64_t rng_state;
+static double urand(void) {               // xorshift64*, deterministic per seed
+    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
+
+START_TEST(test_pairs) {
+    ck_assert_int_eq(tune_pair_index(8, 4), 7);
+    ck_assert_str_eq(tune_pair_name(tune_pair_index(8, 4)), "K8V4");
+    ck_assert_str_eq(tune_pair_name(tune_pair_index(2, 2)), "KV2");
+    ck_assert_int_eq(tune_pair_index(16, 4), -1);
+    ck_assert_int_eq(tune_pair_index(3, 4), -1);
+    for (int p = 0; p < TUNE_NPAIRS; p++) ck_assert_int_eq(tune_pair_index(tune_kbits(p), tune_vbits(p)), p);
+}
+END_TEST
+
+START_TEST(test_prune_monotone) {
+    // keys 10x more sensitive: the front is KV2 < K4V2 < K8V2? no — follow the numbers.
+    double e[TUNE_NPAIRS];
+    for (int p = 0; p < TUNE_NPAIRS; p++) e[p] = model_err(1.0, 0.1, p);
+    unsigned char keep[TUNE_NPAIRS];
+    int n = tune_prune_pairs(e, keep);
+    // recompute the front by definition and compare
+    int want = 0;
+    for (int p = 0; p < TUNE_NPAIRS; p++) {
+        int dom = 0;
+        for (int q = 0; q < TUNE_NPAIRS; q++)
+            if (tune_cost(q) <= tune_cost(p) && e[q] <= e[p] && (tune_cost(q) < tune_cost(p) || e[q] < e[p])) dom = 1;
+        ck_assert_int_eq(keep[p], !dom);
+        want += !dom;
+    }
+    ck_assert_int_eq(n, want);
+    // with keys dominant, K8V2 (cost 10) beats K2V8 (cost 10); K4V8 loses to K8V4
+    ck_assert_int_eq(keep[tune_pair_index(2, 8)], 0);
+    ck_assert_int_eq(keep[tune_pair_index(4, 8)], 0);
+    ck_assert_int_eq(keep[tune_pair_index(2, 2)], 1);
+    ck_assert_int_eq(keep[tune_pair_index(8, 8)], 1);
+}
+END_TEST
+
+START_TEST(test_prune_ties) {
+    // K4V8 and K8V4 equal (cost 12, error 0.5): keep K8V4 only (more key bits)
+    double e[TUNE_NPAIRS] = {9, 8, 7, 8, 4, 0.5, 6, 0.5, 0.1};
+    unsigned char keep[TUNE_NPAIRS];
+    int n = tune_prune_pairs(e, keep);
+    ck_assert_int_eq(keep[tune_pair_index(8, 4)], 1);
+    ck_assert_int_eq(keep[tune_pair_index(4, 8)], 0);
+    // K2V4 and K4V2 both 8 at cost 6: keep K4V2
+    ck_assert_int_eq(keep[tune_pair_index(4, 2)], 1);
+    ck_assert_int_eq(keep[tune_pair_index(2, 4)], 0);
+    // K2V8 (7, cost 10) vs K8V2 (6, cost 10): K8V2 wins on error; K8V2 vs KV4 (4, cost 8): KV4 dominates
+    ck_assert_int_eq(keep[tune_pair_index(8, 2)], 0);
+    ck_assert_int_eq(keep[tune_pair_index(2, 8)], 0);
+    ck_assert_int_eq(keep[tune_pair_index(4, 4)], 1);
+    ck_assert_int_eq(n, 5);   // KV2, K4V2, KV4, K8V4, KV8
+    // equal error at different cost: the dearer pair is dominated
+    double f[TUNE_NPAIRS] = {1, 1, 1, 1, 1, 1, 1, 1, 0.5};
+    ck_assert_int_eq(tune_prune_pairs(f, keep), 2);
+    ck_assert_int_eq(keep[0], 1);
+    ck_assert_int_eq(keep[8], 1);
+}
+END_TEST
+
+START_TEST(test_prune_all_equal) {
+    double e[TUNE_NPAIRS];
+    for (int p = 0; p < TUNE_NPAIRS; p++) e[p] = 3.0;
+    unsigned char keep[TUNE_NPAIRS];
+    ck_assert_int_eq(tune_prune_pairs(e, keep), 1);
+    ck_assert_int_eq(keep[tune_pair_index(2, 2)], 1);
+}
+END_TEST
+
+// A table whose layers follow one of two planted profiles (keys-sensitive / values-
+// sensitive, magnitudes 100x apart) with 5% multiplicative noise.
+static void planted_table(SensTable *t, int L, uint64_t seed, int *truth) {
+    build_senstable(t, L);
+    rng_state = seed;
+    for (int l = 0; l < L; l++) {
+        truth[l] = (l * 7 + 3) % 5 < 2;          // an irregular pattern of the two kinds
+        for (int p = 0; p < TUNE_NPAIRS; p++) {
+            double base = truth[l] ? model_err(1.0, 0.05, p) : model_err(0.002, 0.01, p);
+            sens_err(t, l)[p] = base * (1 + 0.1 * (urand() - 0.5));
+        }
+    }
+}
+
+static unsigned char *prune_all(const SensTable *t) {
+    unsigned char *keep = xmalloc((size_t)t->n_layers * TUNE_NPAIRS);
+    for (int l = 0; l < t->n_layers; l++) tune_prune_pairs(sens_err(t, l), keep + (size_t)l * TUNE_NPAIRS);
+    return keep;
+}
+
+START_TEST(test_cluster_two) {
+    const int L = 20;
+    SensTable t; int truth[20];
+    planted_table(&t, L, 42, truth);
+    unsigned char *keep = prune_all(&t);
+    for (int mode = 0; mode < 2; mode++) {           // auto rule, then --groups 2
+        Clustering c;
+        tune_cluster(&t, keep, mode == 0 ? 0 : 2, &c);
+        ck_assert_int_eq(c.n_groups, 2);
+        ck_assert_int_eq(c.group_of[0], 0);          // numbered by first member
+        for (int l = 0; l < L; l++)
+            ck_assert_int_eq(c.group_of[l] == c.group_of[0], truth[l] == truth[0]);
+        ck_assert(c.spread <= TUNE_SPREAD_TAU);
+        free_clustering(&c);
+    }
+    Clustering one;
+    tune_cluster(&t, keep, 1, &one);
+    ck_assert_int_eq(one.n_groups, 1);
+    ck_assert(one.spread > TUNE_SPREAD_TAU);         // so auto must not stop at 1
+    free_clustering(&one);
+    Clustering all;
+    tune_cluster(&t, keep, L + 5, &all);             // more groups than layers: one each
+    ck_assert_int_eq(all.n_groups, L);
+    for (int l = 0; l < L; l++) ck_assert_int_eq(all.group_of[l], l);
+    ck_assert_double_eq(all.spread, 0.0);
+    free_clustering(&all);
+    free(keep); free_senstable(&t);
+}
+END_TEST
+
+START_TEST(test_cluster_deterministic) {
+    const int L = 30;
+    SensTable t;
+    build_senstable(&t, L);
+    rng_state = 7;
+    for (int i = 0; i < L * TUNE_NPAIRS; i++) t.err[i] = exp(-8 * urand());
+    unsigned char *keep = prune_all(&t);
+    for (int k = 0; k <= 6; k++) {
+        Clustering a, b;
+        tune_cluster(&t, keep, k, &a);
+        tune_cluster(&t, keep, k, &b);
+        ck_assert_int_eq(a.n_groups, b.n_groups);
+        ck_assert(a.n_groups >= 1 && a.n_groups <= TUNE_MAX_AUTO_GROUPS);
+        if (k) ck_assert_int_eq(a.n_groups, k);
+        ck_assert(memcmp(a.group_of, b.group_of, L * sizeof(int)) == 0);
+        int seen_max = -1;                            // canonical numbering, every group used
+        for (int l = 0; l < L; l++) {
+            ck_assert(a.group_of[l] <= seen_max + 1);
+            if (a.group_of[l] > seen_max) seen_max = a.group_of[l];
+        }
+        ck_assert_int_eq(seen_max, a.n_groups - 1);
+        free_clustering(&a); free_clustering(&b);
+    }
+    free(keep); free_senstable(&t);
+}
+END_TEST
+
+static void check_front_valid(const Front *f, const GroupSpace *gs) {
+    for (int i = 0; i < f->n; i++) {
+        int w = 0; double e = 0;
+        for (int g = 0; g < gs->n_groups; g++) {
+            w += gs->gsize[g] * tune_cost(f->pts[i].pair_of_group[g]);
+            e += gs->gerr[g][f->pts[i].pair_of_group[g]];
+        }
+        ck_assert_int_eq(w, f->pts[i].cost);                  // the assignment is what it says
+        ck_assert(fabs(e - f->pts[i].err) <= 1e-12 * (1 + e));
+        if (i) ck_assert(f->pts[i].cost > f->pts[i - 1].cost && f->pts[i].err < f->pts[i - 1].err);
+    }
+}
+
+START_TEST(test_dp_equals_brute) {
+    for (uint64_t seed = 1; seed <= 12; seed++) {
+        const int L = 9;
+        SensTable t;
+        build_senstable(&t, L);
+        rng_state = seed * 0x9e3779b97f4a7c15ULL;
+        for (int l = 0; l < L; l++) {
+            double a = exp(-6 * urand()), b = exp(-6 * urand());
+            for (int p = 0; p < TUNE_NPAIRS; p++)          // model plus noise: fronts of 3..9 pairs
+                sens_err(&t, l)[p] = model_err(a, b, p) * exp(0.6 * (urand() - 0.5));
+        }
+        unsigned char *keep = prune_all(&t);
+        Clustering c;
+        tune_cluster(&t, keep, 4, &c);                     // 4 groups of uneven sizes
+        GroupSpace gs;
+        build_groupspace(&gs, &t, keep, &c);
+        int caps[3] = {-1, 2 * L * 4, 2 * L * 3};          // none, <= 4 bits, <= 3 bits
+        for (int ci = 0; ci < 3; ci++) {
+            Front d, b;
+            ck_assert_int_eq(tune_search_dp(&gs, caps[ci], &d), 0);
+            ck_assert_int_eq(tune_search_brute(&gs, caps[ci], &b), 0);
+            ck_assert_int_eq(d.n, b.n);
+            ck_assert(d.n >= 2);
+            for (int i = 0; i < d.n; i++) {
+                ck_assert_int_eq(d.pts[i].cost, b.pts[i].cost);
+                ck_assert(d.pts[i].err == b.pts[i].err);   // same summation order: bit-equal
+                if (caps[ci] >= 0) ck_assert_int_le(d.pts[i].cost, caps[ci]);
+            }
+            ck_assert_int_eq(d.pts[0].cost, 4 * L);          // KV2 everywhere always starts it
+            check_front_valid(&d, &gs);
+            check_front_valid(&b, &gs);
+            free_front(&d); free_front(&b);
+        }
+        Front none;
+        ck_assert_int_eq(tune_search_dp(&gs, 4 * L - 1, &none), -1);   // below KV2: nothing fits
+        ck_assert_int_eq(none.n, 0);
+        free_groupspace(&gs); free_clustering(&c); free(keep); free_senstable(&t);
+    }
+}
+END_TEST
+
+START_TEST(test_dp_known) {
+    // Two single-layer groups; the front is computable by hand.
+    SensTable t;
+    build_senstable(&t, 2);
+    for (int p = 0; p < TUNE_NPAIRS; p++) {
+        sens_err(&t, 0)[p] = 100.0 / tune_cost(p);                 // layer 0: cares
+        sens_err(&t, 1)[p] = tune_cost(p) == 4 ? 0.01 : 1.0;       // layer 1: KV2 is best
+    }
+    unsigned char *keep = prune_all(&t);
+    ck_assert_int_eq(keep[TUNE_NPAIRS + 0], 1);
+    for (int p = 1; p < TUNE_NPAIRS; p++) ck_assert_int_eq(keep[TUNE_NPAIRS + p], 0);
+    Clustering c;
+    tune_cluster(&t, keep, 2, &c);
+    GroupSpace gs;
+    build_groupspace(&gs, &t, keep, &c);
+    ck_assert_int_eq(gs.n_cand[1], 1);
+    Front f;
+    ck_assert_int_eq(tune_search_dp(&gs, -1, &f), 0);
+    // layer 0's cost ladder 4, 6, 8, 10, 12, 16 (K8V2 over K2V8, K8V4 over K4V8) + layer 1 at 4
+    int want_cost[] = {8, 10, 12, 14, 16, 20};
+    ck_assert_int_eq(f.n, 6);
+    for (int i = 0; i < 6; i++) {
+        ck_assert_int_eq(f.pts[i].cost, want_cost[i]);
+        ck_assert_int_eq(f.pts[i].pair_of_group[1], 0);
+        ck_assert_double_eq_tol(f.pts[i].err, 100.0 / (want_cost[i] - 4) + 0.01, 1e-12);
+    }
+    ck_assert_int_eq(f.pts[3].pair_of_group[0], tune_pair_index(8, 2));
+    ck_assert_int_eq(f.pts[4].pair_of_group[0], tune_pair_index(8, 4));
+    KVBits kv[2];
+    tune_point_bits(&c, &f.pts[5], kv);
+    ck_assert(kv[0].k_bits == 8 && kv[0].v_bits == 8 && kv[1].k_bits == 2 && kv[1].v_bits == 2);
+    free_front(&f); free_groupspace(&gs); free_clustering(&c); free(keep); free_senstable(&t);
+}
+END_TEST
+
+START_TEST(test_writers) {
+    char path[512];
+    KVBits kv[3] = {{8, 4}, {2, 2}, {4, 8}};
+    snprintf(path, sizeof path, "%s/t.yaml", test_tmpdir());
+    ck_assert_int_eq(tune_write_yaml(path, kv, 3), 0);
+    char *s = read_file(path, NULL);
+    ck_assert_str_eq(s, "0:\n  nbits_key: 8\n  nbits_value: 4\n1:\n  nbits_key: 2\n  nbits_value: 2\n"
+                        "2:\n  nbits_key: 4\n  nbits_value: 8\n");
+    free(s);
+    ck_assert_int_eq(tune_write_yaml("/nonexistent-dir/x.yaml", kv, 3), -1);
+
+    SensTable t; int truth[6];
+    planted_table(&t, 6, 3, truth);
+    unsigned char *keep = prune_all(&t);
+    Clustering c;
+    tune_cluster(&t, keep, 0, &c);
+    snprintf(path, sizeof path, "%s/h.svg", test_tmpdir());
+    ck_assert_int_eq(tune_write_heatmap_svg(path, &t, keep, &c, "test"), 0);
+    s = read_file(path, NULL);
+    ck_assert(strncmp(s, "<svg", 4) == 0 && strstr(s, "</svg>\n") != NULL);
+    ck_assert(strstr(s, "layer 5 KV8") != NULL);
+    free(s);
+    PlotPoint pts[3] = {{"tuned 3.0", 3.0, 0.01, 0.012, 0}, {"tuned 4.0", 4.0, 0.002, 0.003, 0}, {"KV4", 4.0, -1, 0.02, 1}};
+    snprintf(path, sizeof path, "%s/f.svg", test_tmpdir());
+    ck_assert_int_eq(tune_write_front_svg(path, pts, 3, "front"), 0);
+    s = read_file(path, NULL);
+    ck_assert(strstr(s, ">KV4</text>") != NULL && strstr(s, "</svg>\n") != NULL);
+    free(s);
+    free_clustering(&c); free(keep); free_senstable(&t);
+}
+END_TEST
+
+static Suite *tuner_suite(void) {
+    Suite *s = suite_create("tuner");
+    TCase *tc = tcase_create("search");
+    tcase_add_test(tc, test_pairs);
+    tcase_add_test(tc, test_prune_monotone);
+    tcase_add_test(tc, test_prune_ties);
+    tcase_add_test(tc, test_prune_all_equal);
+    tcase_add_test(tc, test_cluster_two);
+    tcase_add_test(tc, test_cluster_deterministic);
+    tcase_add_test(tc, test_dp_equals_brute);
+    tcase_add_test(tc, test_dp_known);
+    tcase_add_test(tc, test_writers);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+TEST_MAIN(tuner_suite)
