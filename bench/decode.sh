@@ -10,9 +10,11 @@
 # Writes bench/out/decode.md (a markdown table) and prints it. Decode tok/s is the run's
 # machine-readable tok_per_s: single-token forward passes per second after the prompt, timed
 # apart from the prefill. Run it on a quiet machine: the figures are memory-bound and any
-# other load on the cores changes them (with more busy threads than cores, OpenMP's spinning
-# barriers make it much worse; OMP_WAIT_POLICY=passive helps there).
+# other load on the cores changes them. With more busy threads than cores, OpenMP's default
+# spinning barriers slow decoding down ~50x, so this script sets OMP_WAIT_POLICY=passive
+# unless the environment already chooses (on an idle machine `active` may be a little faster).
 set -euo pipefail
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 cd "$(dirname "$0")/.."
 
 THREADS=${THREADS:-2}
@@ -64,7 +66,7 @@ done
 kv_per_tok=$(( 30 * 2 * 3 * 64 * 2 ))
 table="$OUT/decode.md"
 {
-  echo "Decode speed, SmolLM2-135M-Instruct, $THREADS threads, $STEPS greedy tokens after the prompt, fp16 KV cache."
+  echo "Decode speed, SmolLM2-135M-Instruct, $THREADS threads, $STEPS greedy tokens after the prompt, fp16 KV cache, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Memory bandwidth (bench/membw.c, $THREADS threads, 1 GiB buffers): $bw_line."
   echo
   echo "| weights | context | prompt tokens | prefill tok/s | decode tok/s | bytes read / token | effective GB/s | % of read bandwidth | peak RSS |"

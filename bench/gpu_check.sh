@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # gpu_check.sh: the CUDA path's whole check on a GPU machine, in one run of about 5-8 minutes:
 #   1. build with nvcc (make cuda) and the CUDA test, harness and benchmark binaries;
-#   2. the kernel harness (make cuda-check): every kernel against the CPU code, with GB/s;
+#   2. the kernel harness (make cuda-check): every kernel against the CPU code, with GB/s
+#      (and make cuda-emulate, the cache kernels' per-thread code on the CPU);
 #   3. the parity suite (tests/test_cuda): CUDA vs CPU logits, greedy tokens, cache bytes;
 #   4. decode benchmark on the Llama-3-8B shape in bf16 at contexts 1k, 8k, 32k, 128k for
 #      fp16, K8V4, KV4 and KV2 caches: tok/s and the fraction of the bandwidth roofline.
 # The log goes to $OUT/gpu_check.log when OUT is set (else bench/out/), the benchmark lines
 # also to cuda_decode.txt beside it. Exit status: non-zero if any step failed.
 #
-# The 8B model is `export --random llama3-8b --dtype bf16` when a Llama-3 tokenizer is found
-# (../shared/data/llama3/tokenizer.json, or $KVT_LLAMA3_TOKENIZER) and the disk has room for
-# its 16 GB; otherwise the same shape and dtype with weights generated on the GPU.
+# The 8B model: random weights of export's llama3-8b shape in bf16, generated on the GPU
+# (build_cuda_model_random), because decode speed depends on the shape and dtype only and
+# writing then uploading 16 GB costs minutes of GPU time. KVT_EXPORT_8B=1 runs
+# `export --random llama3-8b --dtype bf16` instead (needs a Llama-3 tokenizer:
+# ../shared/data/llama3/tokenizer.json or $KVT_LLAMA3_TOKENIZER, and 20 GB of disk).
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/out}
@@ -21,36 +24,40 @@ status=0
 step() { echo; echo "== $*"; date +%T; }
 fail() { echo "FAILED: $*"; status=1; }
 jobs=$(nproc 2>/dev/null || echo 8)
+b=${BUILD:-build}       # the build folder (make's BUILD)
 
 step "machine"
 nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi)"
 nvcc --version | tail -n 2
 
 step "build (make cuda)"
-timeout 300 make -j"$jobs" cuda >"$out/build.log" 2>&1 || { tail -n 30 "$out/build.log"; fail "build"; }
+timeout 300 make -j"$jobs" BUILD="$b" cuda >"$out/build.log" 2>&1 || { tail -n 30 "$out/build.log"; fail "build"; }
 grep -E "building with|nvcc not found" "$out/build.log"
 grep -iE "warning" "$out/build.log" | head -n 20
-timeout 200 make -j"$jobs" build/cuda_check build/cuda_decode build/tests/test_cuda >>"$out/build.log" 2>&1 || {
+timeout 200 make -j"$jobs" BUILD="$b" "$b/cuda_check" "$b/cuda_decode" "$b/tests/test_cuda" >>"$out/build.log" 2>&1 || {
   tail -n 30 "$out/build.log"; fail "build of the CUDA test binaries"; }
 
+step "cache kernels emulated on the CPU (make cuda-emulate)"
+timeout 120 make BUILD="$b" cuda-emulate || fail "cuda-emulate"
+
 step "kernel harness (make cuda-check)"
-timeout 120 ./build/cuda_check || fail "cuda-check"
+timeout 120 "./$b/cuda_check" || fail "cuda-check"
 
 step "parity suite (tests/test_cuda)"
-timeout 300 ./build/tests/test_cuda || fail "test_cuda"
+KVT_BIN_DIR="$b" timeout 300 "./$b/tests/test_cuda" || fail "test_cuda"
 
 step "decode benchmark, Llama-3-8B shape, bf16"
 tok=${KVT_LLAMA3_TOKENIZER:-../shared/data/llama3/tokenizer.json}
 model=""
 free_gb=$(df -BG --output=avail /tmp 2>/dev/null | tail -n 1 | tr -dc 0-9)
-if [ -f "$tok" ] && [ "${free_gb:-0}" -gt 20 ]; then
+if [ "${KVT_EXPORT_8B:-0}" = 1 ] && [ -f "$tok" ] && [ "${free_gb:-0}" -gt 20 ]; then
   model=/tmp/llama3-8b-bf16.bin
   echo "export --random llama3-8b --dtype bf16 --tokenizer $tok $model"
-  timeout 240 ./export/export --random llama3-8b --dtype bf16 --tokenizer "$tok" "$model" || { fail "export"; model=""; }
+  timeout 240 "./$b/export" --random llama3-8b --dtype bf16 --tokenizer "$tok" "$model" || { fail "export"; rm -f "$model" "$model.tmp"; model=""; }
 fi
 args=(--random-shape llama3-8b --dtype bf16)
-[ -n "$model" ] && args=("$model") || echo "(no Llama-3 tokenizer or disk space: weights generated on the GPU, same shape and dtype)"
-timeout 300 ./build/cuda_decode "${args[@]}" --ctx 1024,8192,32768,131072 --kv fp16,k8v4,kv4,kv2 --kv-preset kivi \
+[ -n "$model" ] && args=("$model") || echo "(weights of the llama3-8b shape generated on the GPU in bf16; KVT_EXPORT_8B=1 exports them with export --random instead)"
+timeout 300 "./$b/cuda_decode" "${args[@]}" --ctx 1024,8192,32768,131072 --kv fp16,k8v4,kv4,kv2 --kv-preset kivi \
   --steps 16 | tee "$out/cuda_decode.txt" || fail "cuda_decode"
 [ -n "$model" ] && rm -f "$model"
 

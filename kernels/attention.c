@@ -44,6 +44,13 @@ static void row_to_f32(const uint16_t *row, float *x, int n) {
     SIMD for (int i = 0; i < n; i++) x[i] = h2f(row[i]);
 }
 
+// codes2[b] = the four 2-bit codes of byte b, as floats (built by the preprocessor).
+#define C2(b) { (float)((b) & 3), (float)(((b) >> 2) & 3), (float)(((b) >> 4) & 3), (float)((b) >> 6) }
+#define C2x4(b) C2(b), C2((b) + 1), C2((b) + 2), C2((b) + 3)
+#define C2x16(b) C2x4(b), C2x4((b) + 4), C2x4((b) + 8), C2x4((b) + 12)
+#define C2x64(b) C2x16(b), C2x16((b) + 16), C2x16((b) + 32), C2x16((b) + 48)
+static const float codes2[256][4] = { C2x64(0), C2x64(64), C2x64(128), C2x64(192) };
+
 // Dequantize one packed group of n codes into x[i] = u_i·s + m (bit order as quant/quantize.c:
 // code i in byte i/(8/bits), low bits first). The loops over whole bytes vectorize.
 static inline void dequant_group(const uint8_t *p, int n, int bits, float s, float m, float *x) {
@@ -58,12 +65,10 @@ static inline void dequant_group(const uint8_t *p, int n, int bits, float s, flo
             x[2 * k + 1] = (float)(p[k] >> 4) * s + m;
         }
         i = n / 2 * 2;
-    } else {
-        SIMD for (int k = 0; k < n / 4; k++) {
-            x[4 * k] = (float)(p[k] & 3) * s + m;
-            x[4 * k + 1] = (float)((p[k] >> 2) & 3) * s + m;
-            x[4 * k + 2] = (float)((p[k] >> 4) & 3) * s + m;
-            x[4 * k + 3] = (float)(p[k] >> 6) * s + m;
+    } else {                                 // 2 bits: a table gives the byte's 4 codes at once
+        for (int k = 0; k < n / 4; k++) {
+            const float *u = codes2[p[k]];
+            SIMD for (int j = 0; j < 4; j++) x[4 * k + j] = u[j] * s + m;
         }
         i = n / 4 * 4;
     }
@@ -148,23 +153,37 @@ static void tile_values(const HeadGroup *g, const float *v, int64_t n, int64_t t
 }
 
 // Per-channel keys (KIVI): scores of the tokens [t, ...) of t's block, up to t_end; returns
-// how many. A group is one channel c of the block's G tokens, so for each channel the G
-// dequantized values are used at once: acc[h][i] += q_h[c] · k̂_c[i], vectorized over i.
+// how many. A group is one channel c of the block's G tokens: the block is dequantized
+// channel by channel into kb[c][i] (G·head_dim floats, 8 KB for G 32, head_dim 64), then
+// score[i] = Σ_c q[c]·kb[c][i], eight tokens at a time so the sums stay in registers.
 static int64_t block_scores(const KVCache *c, const KVStream *s, const HeadGroup *g, int64_t t, int64_t t_end) {
     int G = s->group, hd = g->hd;
     int64_t b = (t - c->spec.sink) / G, b0 = c->spec.sink + b * G, end = b0 + G < t_end ? b0 + G : t_end;
-    float u[G], acc[g->gq * G];
-    memset(acc, 0, sizeof acc);
+    float kb[hd * G];
     for (int ch = 0; ch < hd; ch++) {
         int64_t gi = b * hd + ch;
-        dequant_group(s->codes + gi * s->group_bytes, G, s->bits, h2f(s->sm[2 * gi]), h2f(s->sm[2 * gi + 1]), u);
-        for (int h = 0; h < g->gq; h++) {
-            float qc = g->q[h * hd + ch], *a = acc + h * G;
-            SIMD for (int i = 0; i < G; i++) a[i] += qc * u[i];
+        dequant_group(s->codes + gi * s->group_bytes, G, s->bits, h2f(s->sm[2 * gi]), h2f(s->sm[2 * gi + 1]), kb + ch * G);
+    }
+    int i0 = (int)(t - b0), i1 = (int)(end - b0);
+    for (int h = 0; h < g->gq; h++) {
+        const float *q = g->q + h * hd;
+        float *att = g->att + h * g->ld + b0;
+        int i = i0;
+        for (; i + 8 <= i1; i += 8) {
+            float acc[8] = { 0 };
+            for (int ch = 0; ch < hd; ch++) {
+                const float *k = kb + ch * G + i;
+                float qc = q[ch];
+                SIMD for (int j = 0; j < 8; j++) acc[j] += qc * k[j];
+            }
+            for (int j = 0; j < 8; j++) att[i + j] = acc[j];
+        }
+        for (; i < i1; i++) {
+            float acc = 0.0f;
+            for (int ch = 0; ch < hd; ch++) acc += q[ch] * kb[ch * G + i];
+            att[i] = acc;
         }
     }
-    for (int h = 0; h < g->gq; h++)
-        for (int64_t i = t; i < end; i++) g->att[h * g->ld + i] = acc[h * G + (i - b0)];
     return end - t;
 }
 

@@ -89,15 +89,20 @@ AVX_TARGET static void row_to_f32_avx(float *dst, const void *w, DType wt, size_
 }
 
 // Four rows (starting at elements r[0..3] of w) against one token x[k]. Each x load feeds
-// four independent FMA chains. Both matmul paths use this one function — on the weights
+// four independent FMA chains. `next` (or NULL) is the start of the next four rows, which are
+// prefetched while these are summed: rows of a small model are only ~1 KB, too short for the
+// hardware prefetcher to ramp up, and this alone nearly doubles decode speed. Both matmul paths use this one function — on the weights
 // directly (decode) or on rows already widened to f32 (prefill) — so a token's outputs are
 // bit-identical whatever the batch size: prefill and decode agree exactly.
 AVX_TARGET static inline __attribute__((always_inline))
-void dot4_avx(float *o, const float *x, const void *w, DType wt, const size_t r[4], int k) {
+void dot4_avx(float *o, const float *x, const void *w, DType wt, const size_t r[4], int k, const char *next) {
+    size_t es = (size_t)dtype_size(wt);
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= k; i += 8) {
         __m256 xv = _mm256_loadu_ps(x + i);
+        if (next && ((i * es) & 63) == 0)   // one prefetch per cache line of each next row
+            for (int q = 0; q < 4; q++) _mm_prefetch(next + (size_t)q * k * es + (size_t)i * es, _MM_HINT_T0);
         a0 = _mm256_fmadd_ps(load8(w, wt, r[0] + i), xv, a0);
         a1 = _mm256_fmadd_ps(load8(w, wt, r[1] + i), xv, a1);
         a2 = _mm256_fmadd_ps(load8(w, wt, r[2] + i), xv, a2);
@@ -111,6 +116,27 @@ void dot4_avx(float *o, const float *x, const void *w, DType wt, const size_t r[
     o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
 }
 
+// dot4_avx on f32 rows for two tokens at once: eight FMA chains, each x and row load used
+// twice. Every (row, token) sum runs in the same order as in dot4_avx, so the results are
+// identical to two dot4_avx calls (prefill still reproduces decode bit for bit).
+AVX_TARGET static inline __attribute__((always_inline))
+void dot4x2_f32(float *o0, float *o1, const float *x0, const float *x1, const float *w, const size_t r[4], int k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= k; i += 8) {
+        __m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x1 + i), wv;
+        wv = _mm256_loadu_ps(w + r[0] + i); a0 = _mm256_fmadd_ps(wv, xa, a0); b0 = _mm256_fmadd_ps(wv, xb, b0);
+        wv = _mm256_loadu_ps(w + r[1] + i); a1 = _mm256_fmadd_ps(wv, xa, a1); b1 = _mm256_fmadd_ps(wv, xb, b1);
+        wv = _mm256_loadu_ps(w + r[2] + i); a2 = _mm256_fmadd_ps(wv, xa, a2); b2 = _mm256_fmadd_ps(wv, xb, b2);
+        wv = _mm256_loadu_ps(w + r[3] + i); a3 = _mm256_fmadd_ps(wv, xa, a3); b3 = _mm256_fmadd_ps(wv, xb, b3);
+    }
+    float s[8] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3), hsum8(b0), hsum8(b1), hsum8(b2), hsum8(b3)};
+    for (; i < k; i++)
+        for (int q = 0; q < 4; q++) { s[q] += x0[i] * w[r[q] + i]; s[4 + q] += x1[i] * w[r[q] + i]; }
+    for (int q = 0; q < 4; q++) { o0[q] = s[q]; o1[q] = s[4 + q]; }
+}
+
 // One block of MM_ROWS rows starting at row j0 (nr of them real; a short last block repeats
 // its last row) for every token. Few tokens (decode): read the weights in place. A batch:
 // widen the rows to f32 once into `buf`, then reuse them for every token.
@@ -121,8 +147,9 @@ void block_avx(float *out, const float *x, const void *w, DType wt, int n, int k
     float o[MM_ROWS];
     if (n < 4) {
         for (int q = 0; q < MM_ROWS; q++) r[q] = (size_t)(j0 + (q < nr ? q : nr - 1)) * k;
+        const char *next = j0 + 2 * MM_ROWS <= d ? (const char *)w + (size_t)(j0 + MM_ROWS) * k * dtype_size(wt) : NULL;
         for (int t = 0; t < n; t++) {
-            dot4_avx(o, x + (size_t)t * k, w, wt, r, k);
+            dot4_avx(o, x + (size_t)t * k, w, wt, r, k, t == 0 ? next : NULL);
             for (int q = 0; q < nr; q++) out[(size_t)t * d + j0 + q] = o[q];
         }
         return;
@@ -131,8 +158,14 @@ void block_avx(float *out, const float *x, const void *w, DType wt, int n, int k
         row_to_f32_avx(buf + (size_t)q * k, w, wt, (size_t)(j0 + (q < nr ? q : nr - 1)) * k, k);
         r[q] = (size_t)q * k;
     }
-    for (int t = 0; t < n; t++) {
-        dot4_avx(o, x + (size_t)t * k, buf, DTYPE_F32, r, k);
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+        float o1[MM_ROWS];
+        dot4x2_f32(o, o1, x + (size_t)t * k, x + (size_t)(t + 1) * k, buf, r, k);
+        for (int q = 0; q < nr; q++) { out[(size_t)t * d + j0 + q] = o[q]; out[(size_t)(t + 1) * d + j0 + q] = o1[q]; }
+    }
+    for (; t < n; t++) {
+        dot4_avx(o, x + (size_t)t * k, buf, DTYPE_F32, r, k, NULL);
         for (int q = 0; q < nr; q++) out[(size_t)t * d + j0 + q] = o[q];
     }
 }

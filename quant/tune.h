@@ -20,11 +20,14 @@ typedef struct {
     double max_bits;       // --max-bits: cap on average bits (k+v)/2, in [2, 16]; default 16
     const char *out_dir;   // --out: created if missing; default "tune-out"
     int groups;            // --groups: 0 = the automatic rule (tuner.h)
+    const char *sens_path; // --sensitivity FILE: reuse a sensitivity.tsv of an earlier run
+                           //   (skips steps 2-3, the expensive part); NULL = measure
     int progress;          // progress lines on stderr
 } TuneOptions;
 
 void tune_options_init(TuneOptions *o);
-// Consume argv[i] (and its value) if it is a tuner flag (--max-bits, --out, --groups):
+// Consume argv[i] (and its value) if it is a tuner flag (--max-bits, --out, --groups,
+// --sensitivity):
 // returns the number of arguments used, else 0. Bad values are fatal.
 int tune_options_parse(TuneOptions *o, int argc, char **argv, int i);
 const char *tune_options_usage(void);
@@ -56,7 +59,10 @@ void tune_layer_attention(const Model *m, const KVSpec *grouping, KVBits bits, c
 
 // Finish the forward pass from layer l, given layer l's attention output; layers after l
 // use the fp16 cache c16 (reset here). Returns the mean KL(fp16 || this) over positions
-// 0..n-2: what eval_layer_kl (model/eval.h) computes, without rerunning layers 0..l-1.
-double tune_tail_kl(const Model *m, RunState *s, KVCache *c16, const TuneRecord *r, int l, const float *att_out);
+// 0, stride, 2*stride, ... <= n-2. With stride 1 that is what eval_layer_kl (model/eval.h)
+// computes, without rerunning layers 0..l-1; a larger stride still runs every token through
+// every layer (the same contexts) and only skips the classifier, a large share of the cost.
+double tune_tail_kl(const Model *m, RunState *s, KVCache *c16, const TuneRecord *r, int l, const float *att_out,
+                    int stride);
 
 #endif

@@ -125,7 +125,8 @@ void tune_layer_attention(const Model *m, const KVSpec *grouping, KVBits bits, c
     free(one.bits);
 }
 
-double tune_tail_kl(const Model *m, RunState *s, KVCache *c16, const TuneRecord *r, int l, const float *att_out) {
+double tune_tail_kl(const Model *m, RunState *s, KVCache *c16, const TuneRecord *r, int l, const float *att_out,
+                    int stride) {
     const Config *c = &m->config;
     size_t N = (size_t)r->n, V = (size_t)c->vocab_size;
     int n = r->n;
@@ -137,9 +138,13 @@ double tune_tail_kl(const Model *m, RunState *s, KVCache *c16, const TuneRecord 
         attend(c16, j, s->q, s->k, s->v, n, c->n_heads, qdim(c), kvdim(c), s->att, s->att_out);
         layer_out_ffn(m, s, j, n, s->att_out);
     }
-    float *lg = head_logits(m, s, n - 1);
+    // only the scored rows go through the classifier: gather positions 0, stride, 2*stride, ...
+    int rows = (n - 2) / stride + 1;
+    for (int i = 1; i < rows; i++)
+        memmove(s->x + (size_t)i * c->dim, s->x + (size_t)i * stride * c->dim, (size_t)c->dim * sizeof(float));
+    float *lg = head_logits(m, s, rows);
     double kl = 0.0;
     #pragma omp parallel for schedule(static) reduction(+:kl)
-    for (int t = 0; t < n - 1; t++) kl += eval_kl(r->logp + (size_t)t * V, lg + (size_t)t * V, (int)V);
-    return kl / (n - 1);
+    for (int i = 0; i < rows; i++) kl += eval_kl(r->logp + (size_t)i * stride * V, lg + (size_t)i * V, (int)V);
+    return kl / rows;
 }

@@ -45,7 +45,7 @@ int tune_write_heatmap_svg(const char *path, const SensTable *t, const unsigned 
     FILE *f = fopen(path, "w");
     if (!f) return -1;
     const int cw = 46, ch = 16, x0 = 70, y0 = 60;
-    int L = t->n_layers, W = x0 + TUNE_NPAIRS * cw + 140, H = y0 + L * ch + 50;
+    int L = t->n_layers, W = x0 + TUNE_NPAIRS * cw + 140, H = y0 + (L * ch > 11 * 14 ? L * ch : 11 * 14) + 40;
     double lo = INFINITY, hi = -INFINITY;
     for (size_t i = 0; i < (size_t)L * TUNE_NPAIRS; i++) {
         double v = lg(t->err[i]);
@@ -78,8 +78,8 @@ int tune_write_heatmap_svg(const char *path, const SensTable *t, const unsigned 
         ramp(1 - i / 10.0, &r, &g, &b);
         fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"16\" height=\"%d\" fill=\"rgb(%d,%d,%d)\"/>\n", lx, y0 + i * 14, 14, r, g, b);
     }
-    fprintf(f, "<text x=\"%d\" y=\"%d\">1e%.1f</text>\n", lx + 20, y0 + 10, hi);
-    fprintf(f, "<text x=\"%d\" y=\"%d\">1e%.1f</text>\n", lx + 20, y0 + 10 * 14 + 10, lo);
+    fprintf(f, "<text x=\"%d\" y=\"%d\">%.2g</text>\n", lx + 20, y0 + 10, pow(10, hi));
+    fprintf(f, "<text x=\"%d\" y=\"%d\">%.2g</text>\n", lx + 20, y0 + 10 * 14 + 10, pow(10, lo));
     return finish(f);
 }
 

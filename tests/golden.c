@@ -68,14 +68,15 @@ int golden_index(const char *dir, char ***names) {
     return n;
 }
 
-void read_golden_case(GoldenCase *g, const char *dir, const char *name) {
+void read_golden_case(GoldenCase *g, const char *dir, const char *name, const char *variant) {
     memset(g, 0, sizeof *g);
     snprintf(g->name, sizeof g->name, "%s", name);
     char path[512];
     snprintf(path, sizeof path, "%s/%s.prompt", dir, name);
     g->prompt = read_file(path, &g->prompt_len);
 
-    snprintf(path, sizeof path, "%s/%s.txt", dir, name);
+    if (variant) snprintf(path, sizeof path, "%s/%s.%s.txt", dir, name, variant);
+    else snprintf(path, sizeof path, "%s/%s.txt", dir, name);
     Cursor c = { path, read_file(path, NULL) };
     char *text = c.p;
     g->n_prompt = read_count(&c, "prompt_ids", 1 << 20);
@@ -102,6 +103,7 @@ void read_golden_case(GoldenCase *g, const char *dir, const char *name) {
     }
     free(text);
 
+    if (variant) return;   // variants carry no full logits
     // NAME.logits: float32 little-endian (this code assumes a little-endian host, as does model.bin)
     size_t len;
     snprintf(path, sizeof path, "%s/%s.logits", dir, name);
@@ -132,46 +134,72 @@ static double absdiff(float a, float b) {
     return d == d ? d : INFINITY;
 }
 
-GoldenResult golden_run(const Model *m, const GoldenCase *g) {
+void golden_generate(const Model *m, const int *prompt, int n_prompt, int n_gen, GoldenRun *out) {
     const Config *c = &m->config;
-    GoldenResult r = { 0, 0, 0, 0, -1 };
-    if (g->vocab != c->vocab_size) fatal("%s: golden vocab %d != model vocab %d", g->name, g->vocab, c->vocab_size);
-    int64_t max_tokens = (int64_t)g->n_prompt + g->n_gen + 1;
+    const size_t V = (size_t)c->vocab_size;
+    int64_t max_tokens = (int64_t)n_prompt + n_gen + 1;
     KVSpec spec;
     build_kvspec_uniform(&spec, c->n_layers, c->n_kv_heads, c->head_dim, 16, 16);   // fp16 baseline
     KVCache *kv = build_kvcache(&spec, max_tokens);
     free_kvspec(&spec);
     RunState s;
-    build_runstate(&s, c, g->n_prompt, max_tokens);
+    build_runstate(&s, c, n_prompt, max_tokens);
 
-    const size_t V = (size_t)c->vocab_size;
-    float *lg = forward(m, &s, kv, g->prompt_ids, g->n_prompt, 0, 1);
-    for (int p = 0; p < g->n_prompt; p++) {
-        const float *row = lg + (size_t)p * V;
-        const int *ids = g->top_ids + (size_t)p * g->topk;
-        const float *want = g->top_logits + (size_t)p * g->topk;
-        for (int k = 0; k < g->topk; k++) {
-            double d = absdiff(row[ids[k]], want[k]);
-            if (!(d <= r.max_topk)) r.max_topk = d;
-        }
-        r.top1_agree += argmax(row, c->vocab_size) == ids[0];
-    }
-    const float *last = lg + (size_t)(g->n_prompt - 1) * V;
-    for (size_t i = 0; i < V; i++) {
-        double d = absdiff(last[i], g->last_logits[i]);
-        if (!(d <= r.max_last)) r.max_last = d;
-    }
-
-    // Greedy continuation on the model's own tokens, stopping at the first disagreement.
-    int next = argmax(last, c->vocab_size);
-    for (int i = 0; i < g->n_gen; i++) {
-        if (next != g->gen_ids[i]) { r.first_diff = i; break; }
-        r.gen_agree++;
-        if (i + 1 == g->n_gen) break;
-        lg = forward(m, &s, kv, &next, 1, (int64_t)g->n_prompt + i, 0);
-        next = argmax(lg, c->vocab_size);
+    out->n_prompt = n_prompt;
+    out->n_gen = n_gen;
+    out->vocab = c->vocab_size;
+    out->prompt_logits = xmalloc((size_t)n_prompt * V * sizeof(float));
+    out->gen = xmalloc((size_t)n_gen * sizeof(int) + 1);
+    memcpy(out->prompt_logits, forward(m, &s, kv, prompt, n_prompt, 0, 1), (size_t)n_prompt * V * sizeof(float));
+    int next = argmax(out->prompt_logits + (size_t)(n_prompt - 1) * V, c->vocab_size);
+    for (int i = 0; i < n_gen; i++) {       // greedy, on the model's own tokens
+        out->gen[i] = next;
+        if (i + 1 < n_gen) next = argmax(forward(m, &s, kv, &next, 1, (int64_t)n_prompt + i, 0), c->vocab_size);
     }
     free_runstate(&s);
     free_kvcache(kv);
+}
+
+void free_golden_run(GoldenRun *r) {
+    free(r->prompt_logits);
+    free(r->gen);
+    memset(r, 0, sizeof *r);
+}
+
+GoldenResult golden_compare(const GoldenCase *g, const GoldenRun *run) {
+    GoldenResult r = { 0, 0, 0, 0, 0, -1 };
+    const size_t V = (size_t)run->vocab;
+    if (run->n_prompt != g->n_prompt) fatal("%s: run over %d prompt ids, golden has %d", g->name, run->n_prompt, g->n_prompt);
+    if (g->last_logits && g->vocab != run->vocab) fatal("%s: golden vocab %d != model vocab %d", g->name, g->vocab, run->vocab);
+    for (int p = 0; p < g->n_prompt; p++) {
+        const float *row = run->prompt_logits + (size_t)p * V;
+        const int *ids = g->top_ids + (size_t)p * g->topk;
+        const float *want = g->top_logits + (size_t)p * g->topk;
+        for (int k = 0; k < g->topk; k++) {
+            if (ids[k] < 0 || ids[k] >= run->vocab) fatal("%s: golden id %d outside the vocabulary", g->name, ids[k]);
+            double d = absdiff(row[ids[k]], want[k]);
+            if (!(d <= r.max_topk)) r.max_topk = d;
+            if (p == 0 && !(d <= r.max_pos0)) r.max_pos0 = d;
+        }
+        r.top1_agree += argmax(row, run->vocab) == ids[0];
+    }
+    const float *last = run->prompt_logits + (size_t)(g->n_prompt - 1) * V;
+    if (!g->last_logits) r.max_last = -1;
+    for (size_t i = 0; g->last_logits && i < V; i++) {
+        double d = absdiff(last[i], g->last_logits[i]);
+        if (!(d <= r.max_last)) r.max_last = d;
+    }
+    for (int i = 0; i < g->n_gen && r.first_diff < 0; i++) {
+        if (i < run->n_gen && run->gen[i] == g->gen_ids[i]) r.gen_agree++;
+        else r.first_diff = i;
+    }
+    return r;
+}
+
+GoldenResult golden_run(const Model *m, const GoldenCase *g) {
+    GoldenRun run;
+    golden_generate(m, g->prompt_ids, g->n_prompt, g->n_gen, &run);
+    GoldenResult r = golden_compare(g, &run);
+    free_golden_run(&run);
     return r;
 }

@@ -1,6 +1,7 @@
 // test_forward.c: the forward pass on the tiny random model (models/tiny.bin):
-// a batched prefill gives the same logits as token-by-token decoding (DESIGN §3), batches of
-// any split agree, and the logits are finite and depend on the context.
+// a batched prefill gives the same logits as token-by-token decoding (DESIGN §3) with the
+// fp16 and with a quantized cache (and leaves the same cache contents), batches of any split
+// agree, and the logits are finite, causal and depend on the context.
 #include "testutil.h"
 #include "../model/model.h"
 #include "../util/util.h"
@@ -27,21 +28,25 @@ static void setup(void) {
 }
 static void teardown(void) { free_model(&model); }
 
-static KVCache *fp16_cache(int64_t max_tokens) {
+// quantized = 0: the fp16 cache; 1: a KIVI-style 2/4-bit cache (keys per channel in groups
+// of 4 tokens behind a residual window of 8, values per token in groups of 8 channels).
+static KVCache *make_cache(int64_t max_tokens, int quantized) {
     KVSpec spec;
     const Config *c = &model.config;
-    build_kvspec_uniform(&spec, c->n_layers, c->n_kv_heads, c->head_dim, 16, 16);
+    build_kvspec_uniform(&spec, c->n_layers, c->n_kv_heads, c->head_dim, quantized ? 2 : 16, quantized ? 4 : 16);
+    if (quantized) { spec.key_axis = KEY_AXIS_CHANNEL; spec.group = 4; spec.residual = 8; }
     KVCache *kv = build_kvcache(&spec, max_tokens);
     free_kvspec(&spec);
     return kv;
 }
+static KVCache *fp16_cache(int64_t max_tokens) { return make_cache(max_tokens, 0); }
 
-// Logits of every position, running the tokens in batches of `batch`.
-static float *all_logits(int batch) {
+// Logits of every position, running the tokens in batches of `batch` (cache kept in *keep if non-NULL).
+static float *all_logits_cache(int batch, int quantized, KVCache **keep) {
     const Config *c = &model.config;
     size_t V = (size_t)c->vocab_size;
     float *out = xmalloc(NTOK * V * sizeof(float));
-    KVCache *kv = fp16_cache(NTOK);
+    KVCache *kv = make_cache(NTOK, quantized);
     RunState s;
     build_runstate(&s, c, batch, NTOK);
     for (int i = 0; i < NTOK; i += batch) {
@@ -51,9 +56,11 @@ static float *all_logits(int batch) {
         ck_assert_int_eq(kvcache_len(kv, 0), i + nb);
     }
     free_runstate(&s);
-    free_kvcache(kv);
+    if (keep) *keep = kv;
+    else free_kvcache(kv);
     return out;
 }
+static float *all_logits(int batch) { return all_logits_cache(batch, 0, NULL); }
 
 static double max_abs_diff(const float *a, const float *b, size_t n) {
     double m = 0;
@@ -76,6 +83,25 @@ START_TEST(test_prefill_equals_decode) {
     }
     for (size_t i = 0; i < n; i++) ck_assert_msg(isfinite(one[i]), "logit %zu is not finite", i);
     free(one);
+}
+END_TEST
+
+START_TEST(test_prefill_equals_decode_quantized) {
+    // DESIGN §3: with a quantized cache, a batched prefill leaves the same cache contents and
+    // every position attends to the quantized cache exactly as decoding would: same logits.
+    size_t n = NTOK * (size_t)model.config.vocab_size;
+    KVCache *c1, *cb;
+    float *one = all_logits_cache(1, 1, &c1);
+    float *many = all_logits_cache(NTOK, 1, &cb);
+    ck_assert_msg(kvcache_equal(c1, cb), "prefill and decode left different cache contents");
+    double d = max_abs_diff(one, many, n);
+    ck_assert_msg(d <= 1e-4, "quantized cache: batched vs token-by-token max |logit diff| %g", d);
+    ck_assert(kvcache_memory(cb, -1).bits_per_elem < 16.0);
+    float *fp = all_logits(NTOK);
+    ck_assert_msg(max_abs_diff(fp, many, n) > 1e-4, "the 2/4-bit cache changed nothing");
+    free(one); free(many); free(fp);
+    free_kvcache(c1);
+    free_kvcache(cb);
 }
 END_TEST
 
@@ -118,6 +144,7 @@ static Suite *forward_suite(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_prefill_equals_decode);
+    tcase_add_test(tc, test_prefill_equals_decode_quantized);
     tcase_add_test(tc, test_last_row_only);
     tcase_add_test(tc, test_context_matters);
     suite_add_tcase(s, tc);

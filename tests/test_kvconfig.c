@@ -266,7 +266,7 @@ END_TEST
 static Suite *kvconfig_suite(void) {
     Suite *s = suite_create("kvconfig");
     TCase *tc = tcase_create("core");
-    tcase_set_timeout(tc, 30);
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_presets_load_8b);
     tcase_add_test(tc, test_presets_refused_default_model);
     tcase_add_test(tc, test_run_refuses_8b_preset);

@@ -70,7 +70,7 @@ START_TEST(test_random_groups) {
     for (int wi = 0; wi < 3; wi++)
         for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
             for (int sym = 0; sym < 2; sym++)
-                for (int trial = 0; trial < 40; trial++) {
+                for (int trial = 0; trial < 20; trial++) {
                     int n = sizes[si];
                     double scale = ldexp(1.0, (int)(uniform() * 16) - 8), shift = (uniform() - 0.5) * 4 * scale;
                     for (int i = 0; i < n; i++) x[i] = (float)((uniform() * 2 - 1) * scale + shift);
@@ -148,6 +148,7 @@ END_TEST
 static Suite *quantize_suite(void) {
     Suite *s = suite_create("quantize");
     TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);                 // generous: shared machines, sanitizers
     tcase_add_test(tc, test_random_groups);
     tcase_add_test(tc, test_edge_groups);
     tcase_add_test(tc, test_rejected_groups);

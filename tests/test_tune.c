@@ -51,7 +51,7 @@ START_TEST(test_pieces_match_runtime) {
     float *o = xmalloc((size_t)n * c->n_heads * c->head_dim * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {
         tune_layer_attention(&m, &g, (KVBits){16, 16}, &r, l, s.att, o);
-        double kl16 = tune_tail_kl(&m, &s, c16, &r, l, o);
+        double kl16 = tune_tail_kl(&m, &s, c16, &r, l, o, 1);
         ck_assert_msg(kl16 < 1e-7, "layer %d unquantized: KL %g", l, kl16);
     }
     KVSpec q2;
@@ -60,7 +60,9 @@ START_TEST(test_pieces_match_runtime) {
     eval_layer_kl(&m, &q2, ids, n, 16, 0, want);
     for (int l = 0; l < c->n_layers; l++) {
         tune_layer_attention(&m, &g, (KVBits){2, 4}, &r, l, s.att, o);
-        double kl = tune_tail_kl(&m, &s, c16, &r, l, o);
+        double kl = tune_tail_kl(&m, &s, c16, &r, l, o, 1);
+        double kl3 = tune_tail_kl(&m, &s, c16, &r, l, o, 3);         // positions 0, 3, ..., 45
+        ck_assert(kl3 > 0 && fabs(kl3 - kl) < 0.5 * kl);             // same order as the full mean
         ck_assert_msg(kl > 1e-6, "layer %d K2V4: KL %g, expected a visible error", l, kl);
         ck_assert_msg(fabs(kl - want[l]) <= 1e-4 * want[l] + 1e-9, "layer %d K2V4: tuner KL %.9g, eval_layer_kl %.9g",
                       l, kl, want[l]);
@@ -123,6 +125,23 @@ START_TEST(test_tune_end_to_end) {
     }
     closedir(d);
     ck_assert_int_ge(n_yaml, 2);
+
+    // the saved sensitivity table is reused as is by a second search (one group: every
+    // layer at one pair, so the front is the uniform configurations under the cap)
+    char dir2[600], t1[700], t2[700];
+    snprintf(dir2, sizeof dir2, "%s/tune-out2", test_tmpdir());
+    snprintf(t1, sizeof t1, "%s/sensitivity.tsv", dir);
+    snprintf(t2, sizeof t2, "%s/sensitivity.tsv", dir2);
+    snprintf(cmd, sizeof cmd, "%s %s -m tune -f %s --tokens 32 --kv-preset pertoken --groups 1 --sensitivity %s --out %s",
+             run_bin(), TINY_MODEL, TEXT, t1, dir2);
+    rc = run_cmd(cmd, &out, &err);
+    ck_assert_msg(rc == 0, "tune --sensitivity failed: %s", err);
+    ck_assert(strstr(err, "sensitivity table read from") != NULL && strstr(err, "sensitivity layer") == NULL);
+    ck_assert(strstr(out, " groups 1 ") != NULL);
+    free(out); free(err);
+    char *a = read_file(t1, NULL), *b = read_file(t2, NULL);
+    ck_assert_str_eq(a, b);
+    free(a); free(b);
 }
 END_TEST
 
@@ -165,6 +184,10 @@ START_TEST(test_tune_bad_input) {
     expect_fail(args, "empty");
     snprintf(args, sizeof args, "-i hello --tokens 32 --out %s/x", tmp);
     expect_fail(args, "-f");
+    snprintf(p, sizeof p, "%s/bad.tsv", tmp);
+    write_bytes(p, "0 1 2 3\n", 8);
+    snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", TEXT, p, tmp);
+    expect_fail(args, "bad.tsv");
     snprintf(args, sizeof args, "-f %s --kv kv4 --kv-preset pertoken --tokens 32 --out %s/x", TEXT, tmp);
     expect_fail(args, "--kv");
 }

@@ -157,24 +157,31 @@ static void check_rope(void) {
     memcpy(ref, x, N * 4);
     for (int t = 0; t < n; t++) rope(ref + (size_t)t * heads * hd, heads, hd, (int)(pos0 + t), freqs);
     float *dx = (float *)to_dev(x, N * 4), *df = (float *)to_dev(freqs, sizeof freqs);
-    cuda_rope(dx, n, heads, hd, pos0, df, 0);
+    cuda_rope(dx, heads, NULL, 0, n, hd, pos0, df, 0);
     from_dev(got, dx, N * 4);
     // sincosf on the GPU is within 2 ulp of the CPU's cosf/sinf for the same f32 angle
     report("rope", "64 tok x 32 heads x 128, llama3.1", max_rel(got, ref, N), 1e-5, time_us([&] {
-        cuda_rope(dx, n, heads, hd, pos0, df, 0); }), 2.0 * N * 4);
+        cuda_rope(dx, heads, NULL, 0, n, hd, pos0, df, 0); }), 2.0 * N * 4);
     cudaFree(dx); cudaFree(df); free(x); free(ref); free(got);
 }
 
 static void check_swiglu_residual(void) {
-    const size_t N = (size_t)64 * 14336;
+    const int tok = 64, hid = 14336;
+    const size_t N = (size_t)tok * hid;
     float *g = (float *)xmalloc(N * 4), *u = (float *)xmalloc(N * 4), *ref = (float *)xmalloc(N * 4), *got = (float *)xmalloc(N * 4);
+    float *gu = (float *)xmalloc(2 * N * 4);
     fill(g, N, 6.0f); fill(u, N, 2.0f);
     swiglu(ref, g, u, (int)N);
-    float *dg = (float *)to_dev(g, N * 4), *du = (float *)to_dev(u, N * 4), *dh;
+    for (int t = 0; t < tok; t++) {                   // the fused gate/up layout [g | u] per token
+        memcpy(gu + (size_t)t * 2 * hid, g + (size_t)t * hid, hid * 4);
+        memcpy(gu + (size_t)t * 2 * hid + hid, u + (size_t)t * hid, hid * 4);
+    }
+    float *dg = (float *)to_dev(g, N * 4), *du = (float *)to_dev(u, N * 4), *dgu = (float *)to_dev(gu, 2 * N * 4), *dh;
     CUDA_CHECK(cudaMalloc(&dh, N * 4));
-    double us = time_us([&] { cuda_swiglu(dh, DTYPE_F32, dg, du, N, 0); });
+    double us = time_us([&] { cuda_swiglu(dh, DTYPE_F32, dgu, tok, hid, 0); });
     from_dev(got, dh, N * 4);
     report("swiglu", "64 x 14336 f32", max_rel(got, ref, N), 1e-6, us, 3.0 * N * 4);
+    cudaFree(dgu); free(gu);
     // residual add of a 2-plane GEMM output: g += (u + g), checked exactly
     float *parts = (float *)xmalloc(2 * N * 4), *dp;
     memcpy(parts, u, N * 4); memcpy(parts + N, g, N * 4);

@@ -142,10 +142,13 @@ void cuda_embed(float *out, const int *tokens, int n, const void *table, DType w
 // rmsnorm.cu: out[n][dim] = x * rsqrt(mean(x^2) + eps) * w, as GEMM input planes of dtype ot
 // (store_split; planes of n * dim elements).
 void cuda_rmsnorm(void *out, DType ot, const float *x, const float *w, int n, int dim, float eps, cudaStream_t st);
-// rope.cu: rotate adjacent pairs of x[n][n_heads*head_dim]; row t is at position pos0 + t.
-void cuda_rope(float *x, int n, int n_heads, int head_dim, int64_t pos0, const float *freqs, cudaStream_t st);
-// swiglu.cu: h[i] = silu(g[i]) * u[i], i < n, as GEMM input planes of dtype ht (planes of n).
-void cuda_swiglu(void *h, DType ht, const float *g, const float *u, size_t n, cudaStream_t st);
+// rope.cu: rotate adjacent pairs of x1[n][h1*head_dim] and x2[n][h2*head_dim] (Q and K; x2 may
+// be NULL with h2 = 0); row t is at position pos0 + t.
+void cuda_rope(float *x1, int h1, float *x2, int h2, int n, int head_dim, int64_t pos0, const float *freqs,
+               cudaStream_t st);
+// swiglu.cu: h[t][j] = silu(g) * u with g = gu[t][j], u = gu[t][hidden + j] (gu [n][2*hidden], the
+// fused gate/up output), as GEMM input planes of dtype ht (planes of n * hidden elements).
+void cuda_swiglu(void *h, DType ht, const float *gu, int n, int hidden, cudaStream_t st);
 // residual.cu: x[i] = (accumulate ? x[i] : 0) + Σ_s parts[s*n + i], s < nsplit, i < n: the sum of
 // a GEMM's per-plane outputs, and with accumulate the residual add.
 void cuda_add_splits(float *x, const float *parts, size_t n, int nsplit, int accumulate, cudaStream_t st);

@@ -55,7 +55,8 @@ const char *cuda_init(void) {
 
 typedef struct {
     const float *attn_norm, *ffn_norm;                   // [dim]
-    const void *wq, *wk, *wv, *wo, *w_gate, *w_down, *w_up;   // as model.h, in wdtype
+    const void *wq, *wk, *wv, *wo, *w_down;              // as model.h, in wdtype
+    const void *w_gate_up;       // [2*hidden][dim]: w_gate's rows then w_up's, one GEMM for both
 } DevLayer;
 
 struct CudaModel {
@@ -67,7 +68,7 @@ struct CudaModel {
     uint64_t weight_bytes;       // read per decode step
     float *rope_freqs;           // [head_dim/2], from the CPU's rope_freqs()
     int max_batch;
-    float *x, *q, *k, *v, *hg, *hu, *logits;   // f32 activations, [max_batch][...]
+    float *x, *q, *k, *v, *hgu, *logits;   // f32 activations, [max_batch][...] (hgu: [gate | up])
     int nsplit;                  // planes per GEMM input (act_splits: 1 f32, 2 f16, 3 bf16)
     void *act;                   // GEMM inputs in wdtype, [nsplit][max_batch][max(dim, q_dim, hidden)]
     float *gout;                 // GEMM outputs per plane, [nsplit][max_batch][max(q_dim, dim, hidden, vocab)]
@@ -82,11 +83,13 @@ static cudaDataType cuda_type(DType t) {
     return t == DTYPE_F32 ? CUDA_R_32F : t == DTYPE_F16 ? CUDA_R_16F : CUDA_R_16BF;
 }
 
-// Byte sizes of one layer's tensors, in modelbin.h's order (norms f32, matrices wdtype).
-static void layer_sizes(const Config *c, uint64_t sz[9]) {
+// Byte sizes of one layer's tensors on the device: attn_norm, wq, wk, wv, wo, ffn_norm,
+// w_gate_up (w_gate and w_up stacked), w_down (norms f32, matrices wdtype).
+#define LAYER_TENSORS 8
+static void layer_sizes(const Config *c, uint64_t sz[LAYER_TENSORS]) {
     uint64_t ws = (uint64_t)dtype_size(c->wdtype), d = (uint64_t)c->dim, h = (uint64_t)c->hidden_dim;
     uint64_t qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim;
-    uint64_t s[9] = { d * 4, qd * d * ws, kvd * d * ws, kvd * d * ws, d * qd * ws, d * 4, h * d * ws, d * h * ws, h * d * ws };
+    uint64_t s[LAYER_TENSORS] = { d * 4, qd * d * ws, kvd * d * ws, kvd * d * ws, d * qd * ws, d * 4, 2 * h * d * ws, d * h * ws };
     memcpy(sz, s, sizeof s);
 }
 
@@ -105,6 +108,7 @@ static size_t widest_out(const Config *c) {
 static uint64_t activation_bytes(const Config *c, int b) {
     uint64_t qd = (uint64_t)c->n_heads * c->head_dim, kvd = (uint64_t)c->n_kv_heads * c->head_dim, ns = act_splits(c->wdtype);
     uint64_t f32 = (uint64_t)b * ((uint64_t)c->dim + qd + 2 * kvd + 2 * (uint64_t)c->hidden_dim + c->vocab_size);
+    if (2 * (uint64_t)c->hidden_dim > widest_out(c)) f32 += ns * b * 2 * (uint64_t)c->hidden_dim;   // gout
     uint64_t att = (uint64_t)ATT_MAX_Q * c->n_heads * ATT_MAX_CHUNKS * (c->head_dim + 2);
     return 4 * (f32 + att + ns * b * widest_out(c)) + ns * b * widest_in(c) * dtype_size(c->wdtype);
 }
@@ -124,12 +128,13 @@ static void carve_weights(CudaModel *cm, uint64_t sizes[], int n_sizes, void *pt
     for (int i = 0; i < n_sizes; i++) { ptrs[i] = p; p += align256(sizes[i]); }
 }
 
-// Tensor list: embedding, [layer x 9], final norm, classifier (size 0 when tied).
+// Tensor list: embedding, [layer x LAYER_TENSORS], final norm, classifier (size 0 when tied).
+static int n_tensors(const Config *c) { return 3 + LAYER_TENSORS * c->n_layers; }
 static int weight_list(const Config *c, uint64_t *sizes) {
     uint64_t emb = (uint64_t)c->vocab_size * c->dim * dtype_size(c->wdtype);
     int n = 0;
     sizes[n++] = emb;
-    for (int l = 0; l < c->n_layers; l++) { layer_sizes(c, sizes + n); n += 9; }
+    for (int l = 0; l < c->n_layers; l++) { layer_sizes(c, sizes + n); n += LAYER_TENSORS; }
     sizes[n++] = (uint64_t)c->dim * 4;
     sizes[n++] = c->tied_classifier ? 0 : emb;
     return n;
@@ -140,17 +145,17 @@ static void point_weights(CudaModel *cm, void *ptrs[]) {
     cm->embedding = ptrs[0];
     cm->layers = (DevLayer *)xcalloc((size_t)c->n_layers, sizeof(DevLayer));
     for (int l = 0; l < c->n_layers; l++) {
-        void **p = ptrs + 1 + 9 * l;
+        void **p = ptrs + 1 + LAYER_TENSORS * l;
         DevLayer *d = &cm->layers[l];
         d->attn_norm = (const float *)p[0]; d->wq = p[1]; d->wk = p[2]; d->wv = p[3]; d->wo = p[4];
-        d->ffn_norm = (const float *)p[5]; d->w_gate = p[6]; d->w_down = p[7]; d->w_up = p[8];
+        d->ffn_norm = (const float *)p[5]; d->w_gate_up = p[6]; d->w_down = p[7];
     }
-    cm->final_norm = (const float *)ptrs[1 + 9 * c->n_layers];
-    cm->classifier = c->tied_classifier ? cm->embedding : ptrs[2 + 9 * c->n_layers];
-    uint64_t sz[9];
+    cm->final_norm = (const float *)ptrs[1 + LAYER_TENSORS * c->n_layers];
+    cm->classifier = c->tied_classifier ? cm->embedding : ptrs[2 + LAYER_TENSORS * c->n_layers];
+    uint64_t sz[LAYER_TENSORS];
     layer_sizes(c, sz);
     uint64_t per_layer = 0;
-    for (int i = 0; i < 9; i++) per_layer += sz[i];
+    for (int i = 0; i < LAYER_TENSORS; i++) per_layer += sz[i];
     cm->weight_bytes = per_layer * c->n_layers + (uint64_t)c->vocab_size * c->dim * dtype_size(c->wdtype) + c->dim * 4;
 }
 
@@ -158,10 +163,10 @@ static void build_buffers(CudaModel *cm) {
     const Config *c = &cm->c;
     size_t b = (size_t)cm->max_batch, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t ns = (size_t)(cm->nsplit = act_splits(c->wdtype));
-    float **f[] = { &cm->x, &cm->q, &cm->k, &cm->v, &cm->hg, &cm->hu, &cm->logits, &cm->gout };
-    size_t n[] = { b * c->dim, b * qd, b * kvd, b * kvd, b * c->hidden_dim, b * c->hidden_dim, b * c->vocab_size,
-                   ns * b * widest_out(c) };
-    for (int i = 0; i < 8; i++) CUDA_CHECK(cudaMalloc(f[i], n[i] * sizeof(float)));
+    size_t gw = widest_out(c) > 2 * (size_t)c->hidden_dim ? widest_out(c) : 2 * (size_t)c->hidden_dim;
+    float **f[] = { &cm->x, &cm->q, &cm->k, &cm->v, &cm->hgu, &cm->logits, &cm->gout };
+    size_t n[] = { b * c->dim, b * qd, b * kvd, b * kvd, 2 * b * c->hidden_dim, b * c->vocab_size, ns * b * gw };
+    for (int i = 0; i < 7; i++) CUDA_CHECK(cudaMalloc(f[i], n[i] * sizeof(float)));
     CUDA_CHECK(cudaMalloc(&cm->act, ns * b * widest_in(c) * dtype_size(c->wdtype)));
     CUDA_CHECK(cudaMalloc(&cm->tokens, b * sizeof(int)));
     CUDA_CHECK(cudaMallocHost(&cm->h_logits, b * c->vocab_size * sizeof(float)));
@@ -189,7 +194,7 @@ static CudaModel *new_model(const Config *c, int max_batch) {
 CudaModel *build_cuda_model(const Model *m, int max_batch) {
     CudaModel *cm = new_model(&m->config, max_batch);
     const Config *c = &cm->c;
-    int nt = 3 + 9 * c->n_layers;
+    int nt = n_tensors(c);
     uint64_t *sizes = (uint64_t *)xcalloc((size_t)nt, sizeof(uint64_t));
     void **ptrs = (void **)xcalloc((size_t)nt, sizeof(void *));
     weight_list(c, sizes);
@@ -198,13 +203,18 @@ CudaModel *build_cuda_model(const Model *m, int max_batch) {
     src[0] = m->weights.token_embedding;
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->weights.layers[l];
-        const void *s[9] = { w->attn_norm, w->wq, w->wk, w->wv, w->wo, w->ffn_norm, w->w_gate, w->w_down, w->w_up };
-        memcpy(src + 1 + 9 * l, s, sizeof s);
+        const void *s[LAYER_TENSORS] = { w->attn_norm, w->wq, w->wk, w->wv, w->wo, w->ffn_norm, w->w_gate, w->w_down };
+        memcpy(src + 1 + LAYER_TENSORS * l, s, sizeof s);
     }
-    src[1 + 9 * c->n_layers] = m->weights.final_norm;
-    src[2 + 9 * c->n_layers] = m->weights.classifier;
-    for (int i = 0; i < nt; i++)
-        if (sizes[i]) CUDA_CHECK(cudaMemcpy(ptrs[i], src[i], sizes[i], cudaMemcpyHostToDevice));
+    src[1 + LAYER_TENSORS * c->n_layers] = m->weights.final_norm;
+    src[2 + LAYER_TENSORS * c->n_layers] = m->weights.classifier;
+    for (int i = 0; i < nt; i++) {
+        int j = (i - 1) % LAYER_TENSORS, gate_up = i >= 1 && i < 1 + LAYER_TENSORS * c->n_layers && j == 6;
+        uint64_t bytes = gate_up ? sizes[i] / 2 : sizes[i];           // w_gate now, w_up below
+        if (bytes) CUDA_CHECK(cudaMemcpy(ptrs[i], src[i], bytes, cudaMemcpyHostToDevice));
+        if (gate_up) CUDA_CHECK(cudaMemcpy((char *)ptrs[i] + bytes, m->weights.layers[(i - 1) / LAYER_TENSORS].w_up,
+                                           bytes, cudaMemcpyHostToDevice));
+    }
     point_weights(cm, ptrs);
     free(src); free(ptrs); free(sizes);
     build_buffers(cm);
@@ -228,15 +238,16 @@ __global__ static void fill_kernel(void *p, int t, size_t n, uint64_t seed, floa
 CudaModel *build_cuda_model_random(const Config *c0, int max_batch, uint64_t seed) {
     CudaModel *cm = new_model(c0, max_batch);
     const Config *c = &cm->c;
-    int nt = 3 + 9 * c->n_layers;
+    int nt = n_tensors(c);
     uint64_t *sizes = (uint64_t *)xcalloc((size_t)nt, sizeof(uint64_t));
     void **ptrs = (void **)xcalloc((size_t)nt, sizeof(void *));
     weight_list(c, sizes);
     carve_weights(cm, sizes, nt, ptrs);
     for (int i = 0; i < nt; i++) {
         if (!sizes[i]) continue;
-        int j = (i - 1) % 9, is_norm = i == 1 + 9 * c->n_layers || (i >= 1 && i < 1 + 9 * c->n_layers && (j == 0 || j == 5));
-        int fan_in = (i >= 1 && i < 1 + 9 * c->n_layers && j == 7) ? c->hidden_dim : c->dim;   // w_down reads hidden
+        int in_layer = i >= 1 && i < 1 + LAYER_TENSORS * c->n_layers, j = (i - 1) % LAYER_TENSORS;
+        int is_norm = i == 1 + LAYER_TENSORS * c->n_layers || (in_layer && (j == 0 || j == 5));
+        int fan_in = in_layer && j == 7 ? c->hidden_dim : c->dim;   // w_down reads hidden
         float std = i == 0 ? powf((float)c->dim, -0.25f) : 1.0f / sqrtf((float)fan_in);
         DType t = is_norm ? DTYPE_F32 : c->wdtype;
         size_t n = sizes[i] / dtype_size(t);
@@ -252,8 +263,8 @@ CudaModel *build_cuda_model_random(const Config *c0, int max_batch, uint64_t see
 
 void free_cuda_model(CudaModel *cm) {
     if (!cm) return;
-    float *f[] = { cm->x, cm->q, cm->k, cm->v, cm->hg, cm->hu, cm->logits, cm->gout, cm->rope_freqs };
-    for (int i = 0; i < 9; i++) CUDA_CHECK(cudaFree(f[i]));
+    float *f[] = { cm->x, cm->q, cm->k, cm->v, cm->hgu, cm->logits, cm->gout, cm->rope_freqs };
+    for (int i = 0; i < 8; i++) CUDA_CHECK(cudaFree(f[i]));
     CUDA_CHECK(cudaFree(cm->act));
     CUDA_CHECK(cudaFree(cm->tokens));
     CUDA_CHECK(cudaFree(cm->wpool));
@@ -301,8 +312,7 @@ static void attention_block(CudaModel *cm, CudaKVCache *cache, int l, int n, int
     gemm(cm, cm->q, cm->act, w->wq, n, c->dim, qd, 0);
     gemm(cm, cm->k, cm->act, w->wk, n, c->dim, kvd, 0);
     gemm(cm, cm->v, cm->act, w->wv, n, c->dim, kvd, 0);
-    cuda_rope(cm->q, n, c->n_heads, c->head_dim, pos, cm->rope_freqs, cm->st);
-    cuda_rope(cm->k, n, c->n_kv_heads, c->head_dim, pos, cm->rope_freqs, cm->st);
+    cuda_rope(cm->q, c->n_heads, cm->k, c->n_kv_heads, n, c->head_dim, pos, cm->rope_freqs, cm->st);
     if (batch_safe(cache)) {
         cuda_kvcache_append(cache, l, cm->k, cm->v, n, cm->st);
         cuda_attention(cache, l, cm->q, n, c->n_heads, pos + 1, cm->act, c->wdtype, plane, &cm->att, cm->st);
@@ -320,9 +330,8 @@ static void ffn_block(CudaModel *cm, int l, int n) {
     const Config *c = &cm->c;
     const DevLayer *w = &cm->layers[l];
     cuda_rmsnorm(cm->act, c->wdtype, cm->x, w->ffn_norm, n, c->dim, c->norm_eps, cm->st);
-    gemm(cm, cm->hg, cm->act, w->w_gate, n, c->dim, c->hidden_dim, 0);
-    gemm(cm, cm->hu, cm->act, w->w_up, n, c->dim, c->hidden_dim, 0);
-    cuda_swiglu(cm->act, c->wdtype, cm->hg, cm->hu, (size_t)n * c->hidden_dim, cm->st);
+    gemm(cm, cm->hgu, cm->act, w->w_gate_up, n, c->dim, 2 * c->hidden_dim, 0);   // [gate | up] per token
+    cuda_swiglu(cm->act, c->wdtype, cm->hgu, n, c->hidden_dim, cm->st);
     gemm(cm, cm->x, cm->act, w->w_down, n, c->hidden_dim, c->dim, 1);   // x += FFN branch
 }
 

@@ -3,27 +3,30 @@
 // The inverse frequencies, Llama-3.1 scaling included, come from the CPU's rope_freqs()
 // (kernels/kernels.c), computed once on the host and uploaded, so both devices rotate by
 // the same angles; the angle is formed as the CPU forms it (f32 product, then cos/sin).
-// Threads: one thread per (token, head, pair); a flat grid over n * n_heads * head_dim/2.
+// Queries and keys rotate in one launch: x1 has h1 heads per token (Q), x2 has h2 (K).
+// Threads: one thread per (token, head, pair); a flat grid over n * (h1 + h2) * head_dim/2.
 #include "cuda_common.h"
 
-__global__ static void rope_kernel(float *x, int n, int n_heads, int head_dim, int64_t pos0, const float *freqs) {
-    int half = head_dim / 2;
+__global__ static void rope_kernel(float *x1, int h1, float *x2, int h2, int n, int head_dim, int64_t pos0,
+                                   const float *freqs) {
+    int half = head_dim / 2, heads = h1 + h2;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (size_t)n * n_heads * half) return;
+    if (idx >= (size_t)n * heads * half) return;
     int i = (int)(idx % half);
-    size_t th = idx / half;                         // token * n_heads + head
-    int t = (int)(th / n_heads);
+    size_t th = idx / half;                         // token * (h1 + h2) + head
+    int t = (int)(th / heads), h = (int)(th % heads);
     float angle = (float)(pos0 + t) * freqs[i];
     float s, c;
     sincosf(angle, &s, &c);
-    float *p = x + th * head_dim + 2 * i;
+    float *p = h < h1 ? x1 + ((size_t)t * h1 + h) * head_dim + 2 * i : x2 + ((size_t)t * h2 + (h - h1)) * head_dim + 2 * i;
     float a = p[0], b = p[1];
     p[0] = a * c - b * s;
     p[1] = a * s + b * c;
 }
 
-void cuda_rope(float *x, int n, int n_heads, int head_dim, int64_t pos0, const float *freqs, cudaStream_t st) {
-    size_t total = (size_t)n * n_heads * (head_dim / 2);
-    rope_kernel<<<cdiv(total, 256), 256, 0, st>>>(x, n, n_heads, head_dim, pos0, freqs);
+void cuda_rope(float *x1, int h1, float *x2, int h2, int n, int head_dim, int64_t pos0, const float *freqs,
+               cudaStream_t st) {
+    size_t total = (size_t)n * (h1 + h2) * (head_dim / 2);
+    rope_kernel<<<cdiv(total, 256), 256, 0, st>>>(x1, h1, x2, h2, n, head_dim, pos0, freqs);
     CUDA_LAUNCH_CHECK();
 }
