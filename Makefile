@@ -68,9 +68,9 @@ info:
 	@echo "$(if $(NVCC),building with CUDA (nvcc $(NVCC_VERSION), $(CUDA_HOME)),nvcc not found: CPU only)"
 
 run: $(BUILD)/run
-	@cp $(BUILD)/run run
+	@cp --remove-destination $(BUILD)/run run
 export: $(BUILD)/export
-	@cp $(BUILD)/export export/export
+	@cp --remove-destination $(BUILD)/export export/export
 
 # Objects live under $(BUILD)/obj/ so that the binary $(BUILD)/export is not also a folder.
 $(BUILD)/obj/%.o: %.c
