@@ -129,7 +129,7 @@ $(BUILD)/tokenizer_speed: $(BUILD)/obj/bench/tokenizer_speed.o $(LIB)
 # Evaluation benchmarks (issue 5): passkey retrieval and GSM8K per KV configuration, and the
 # report (RESULTS.md + SVG plots). `make results` runs them all (bench/results.sh; the full
 # size takes hours on 2 cores: see its header for the flags that scale it down).
-BENCH_EVAL_OBJ := $(BUILD)/obj/bench/benchrun.o $(BUILD)/obj/bench/evaltext.o $(BUILD)/obj/bench/kvsnap.o
+BENCH_EVAL_OBJ := $(BUILD)/obj/bench/benchrun.o $(BUILD)/obj/bench/evaltext.o
 $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(BENCH_EVAL_OBJ) $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 $(BUILD)/tests/test_evalbench: $(BUILD)/obj/tests/test_evalbench.o $(BENCH_EVAL_OBJ) $(TEST_LIB_OBJ) $(CUDA_LIB) $(LIB)

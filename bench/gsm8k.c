@@ -7,14 +7,14 @@
 //   - for the first --gen-problems of them, greedy decoding (until a blank line, the next
 //     "Question:" or --max-new tokens) and exact match of the final number.
 // The shots are the same for every problem, so each configuration prefills them once and
-// restores a copy of that cache before every problem (bench/kvsnap.h).
+// restores a copy of that cache before every problem (kvcache_copy, quant/kvcache.h).
 //
 //   build/gsm8k MODEL [--kv fp16,kv8,...] [--presets pertoken,kivi] [--problems 200]
 //                     [--gen-problems 200] [--shots 4] [--max-new 192] [--data FILE] [--out FILE]
 // Writes one tab-separated row per (configuration, problem) as it goes.
 #include "benchrun.h"
 #include "evaltext.h"
-#include "kvsnap.h"
+#include "../quant/kvcache.h"
 #include "../util/util.h"
 
 #include <stdio.h>

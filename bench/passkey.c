@@ -14,7 +14,7 @@
 // Writes one tab-separated row per (length, depth, configuration) as it goes (to --out, else stdout).
 #include "benchrun.h"
 #include "evaltext.h"
-#include "kvsnap.h"
+#include "../quant/kvcache.h"
 #include "../util/util.h"
 
 #include <stdint.h>

@@ -42,36 +42,59 @@ static void add_inplace(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// Attention block of one layer for n tokens at positions pos..pos+n-1; adds into s->x.
-static void attention_block(const Model *m, RunState *s, KVCache *cache, int l, int n, int64_t pos) {
+// matmul over n tokens in chunks of MM_CHUNK: a chunk of activations stays in cache while
+// each block of weight rows is reused over it (the kernel's results do not depend on the
+// batch, so chunking changes no bit).
+#define MM_CHUNK 64
+static void matmul_chunked(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+    for (int t = 0; t < n; t += MM_CHUNK) {
+        int nb = n - t < MM_CHUNK ? n - t : MM_CHUNK;
+        matmul(out + (size_t)t * d, x + (size_t)t * k, w, wt, nb, k, d);
+    }
+}
+
+void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos) {
     const Config *c = &m->config;
     const LayerWeights *w = &m->weights.layers[l];
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     rmsnorm(s->xb, s->x, w->attn_norm, n, c->dim, c->norm_eps);
-    matmul(s->q, s->xb, w->wq, c->wdtype, n, c->dim, qd);
-    matmul(s->k, s->xb, w->wk, c->wdtype, n, c->dim, kvd);
-    matmul(s->v, s->xb, w->wv, c->wdtype, n, c->dim, kvd);
-    for (int t = 0; t < n; t++) {       // in position order: append, then attend (DESIGN §3)
-        float *q = s->q + (size_t)t * qd, *k = s->k + (size_t)t * kvd, *v = s->v + (size_t)t * kvd;
-        rope(q, c->n_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
-        rope(k, c->n_kv_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
-        kvcache_append(cache, l, k, v);
-        kvcache_attention(cache, l, q, c->n_heads, s->att_out + (size_t)t * qd, s->att);
+    matmul_chunked(s->q, s->xb, w->wq, c->wdtype, n, c->dim, qd);
+    matmul_chunked(s->k, s->xb, w->wk, c->wdtype, n, c->dim, kvd);
+    matmul_chunked(s->v, s->xb, w->wv, c->wdtype, n, c->dim, kvd);
+    for (int t = 0; t < n; t++) {
+        rope(s->q + (size_t)t * qd, c->n_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
+        rope(s->k + (size_t)t * kvd, c->n_kv_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
     }
-    matmul(s->xb2, s->att_out, w->wo, c->wdtype, n, qd, c->dim);
+}
+
+void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const float *k, const float *v, int n,
+                  float *att, float *out) {
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    for (int t = 0; t < n; t++) {       // in position order: append, then attend (DESIGN §3)
+        kvcache_append(cache, cl, k + (size_t)t * kvd, v + (size_t)t * kvd);
+        kvcache_attention(cache, cl, q + (size_t)t * qd, c->n_heads, out + (size_t)t * qd, att);
+    }
+}
+
+void layer_out_ffn(const Model *m, RunState *s, int l, int n, const float *att_out) {
+    const Config *c = &m->config;
+    const LayerWeights *w = &m->weights.layers[l];
+    matmul_chunked(s->xb2, att_out, w->wo, c->wdtype, n, c->n_heads * c->head_dim, c->dim);
+    add_inplace(s->x, s->xb2, (size_t)n * c->dim);
+    // SwiGLU feed-forward block
+    rmsnorm(s->xb, s->x, w->ffn_norm, n, c->dim, c->norm_eps);
+    matmul_chunked(s->hb, s->xb, w->w_gate, c->wdtype, n, c->dim, c->hidden_dim);
+    matmul_chunked(s->hb2, s->xb, w->w_up, c->wdtype, n, c->dim, c->hidden_dim);
+    swiglu(s->hb, s->hb, s->hb2, n * c->hidden_dim);
+    matmul_chunked(s->xb2, s->hb, w->w_down, c->wdtype, n, c->hidden_dim, c->dim);
     add_inplace(s->x, s->xb2, (size_t)n * c->dim);
 }
 
-// SwiGLU feed-forward block of one layer; adds into s->x.
-static void ffn_block(const Model *m, RunState *s, int l, int n) {
+float *head_logits(const Model *m, RunState *s, const float *x, int rows) {
     const Config *c = &m->config;
-    const LayerWeights *w = &m->weights.layers[l];
-    rmsnorm(s->xb, s->x, w->ffn_norm, n, c->dim, c->norm_eps);
-    matmul(s->hb, s->xb, w->w_gate, c->wdtype, n, c->dim, c->hidden_dim);
-    matmul(s->hb2, s->xb, w->w_up, c->wdtype, n, c->dim, c->hidden_dim);
-    swiglu(s->hb, s->hb, s->hb2, n * c->hidden_dim);
-    matmul(s->xb2, s->hb, w->w_down, c->wdtype, n, c->hidden_dim, c->dim);
-    add_inplace(s->x, s->xb2, (size_t)n * c->dim);
+    rmsnorm(s->xb, x, m->weights.final_norm, rows, c->dim, c->norm_eps);
+    matmul_chunked(s->logits, s->xb, m->weights.classifier, c->wdtype, rows, c->dim, c->vocab_size);
+    return s->logits;
 }
 
 float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits) {
@@ -82,14 +105,12 @@ float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, i
         embed(s->x + (size_t)t * c->dim, m->weights.token_embedding, c->wdtype, c->dim, tokens[t]);
     }
     for (int l = 0; l < c->n_layers; l++) {
-        attention_block(m, s, cache, l, n, pos);
-        ffn_block(m, s, l, n);
+        layer_qkv(m, s, l, n, pos);
+        layer_attend(c, cache, l, s->q, s->k, s->v, n, s->att, s->att_out);
+        layer_out_ffn(m, s, l, n, s->att_out);
     }
     // Only the rows whose logits are wanted go through the final norm and the classifier
     // (the classifier is the largest matrix of a small model).
     int first = all_logits ? 0 : n - 1, rows = n - first;
-    float *x = s->x + (size_t)first * c->dim;
-    rmsnorm(s->xb, x, m->weights.final_norm, rows, c->dim, c->norm_eps);
-    matmul(s->logits, s->xb, m->weights.classifier, c->wdtype, rows, c->dim, c->vocab_size);
-    return s->logits;
+    return head_logits(m, s, s->x + (size_t)first * c->dim, rows);
 }

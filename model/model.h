@@ -55,4 +55,16 @@ void free_runstate(RunState *s);
 // Returns logits: all n rows if all_logits, else only the last row, [vocab] each.
 float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits);
 
+// The steps of one layer l over n tokens, as forward runs them (the tuner, quant/tune_forward.c,
+// runs them layer by layer from recorded inputs).
+// Norm, Q/K/V projections of s->x and RoPE at positions pos..pos+n-1: s->q, s->k, s->v.
+void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos);
+// Position by position: append token t's k/v to cache layer cl, then attend with q: out [n][n_heads*hd].
+void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const float *k, const float *v, int n,
+                  float *att, float *out);
+// Output projection of att_out [n][n_heads*hd], residual, and the SwiGLU block: updates s->x.
+void layer_out_ffn(const Model *m, RunState *s, int l, int n, const float *att_out);
+// Final norm and classifier of rows x [rows][dim]: s->logits [rows][vocab].
+float *head_logits(const Model *m, RunState *s, const float *x, int rows);
+
 #endif

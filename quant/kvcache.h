@@ -68,4 +68,9 @@ void kvcache_read(const KVCache *c, int layer, int head, int is_value, int64_t t
 // 1 if the two caches (same spec and capacity) hold byte-identical contents.
 int kvcache_equal(const KVCache *a, const KVCache *b);
 
+// ---- copy (the benchmarks prefill a shared prefix once and restore it per continuation) ----
+// dst := src. Both built by build_kvcache from equal specs with equal max_tokens (fatal otherwise).
+// Copies only what is in use: lengths, quantized groups, fp16 rows / windows.
+void kvcache_copy(KVCache *dst, const KVCache *src);
+
 #endif

@@ -2,6 +2,8 @@
 # Run every check suite in $1 (a build/tests folder) and close with one summary line:
 # "tests: N passed, N failed" counted over all suites' checks.
 set -u
+# Passive OpenMP waiting: busy-waiting threads make suites many times slower on a shared machine.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 dir=${1:-build/tests}
 checks=0; bad=0; failed=()
 log=$(mktemp)

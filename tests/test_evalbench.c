@@ -4,7 +4,7 @@
 // benchmarks' snapshot/restore) gives byte-identical caches that stay identical.
 #include "testutil.h"
 #include "../bench/evaltext.h"
-#include "../bench/kvsnap.h"
+#include "../quant/kvcache.h"
 #include "../model/model.h"
 #include "../util/util.h"
 

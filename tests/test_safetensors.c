@@ -198,20 +198,12 @@ static void check_export(HFOpts o, const char *dirname) {
     Tensor t[32];
     const char *dir = tmpdir_named(dirname);
     int n = make_hf(dir, o, t);
-    char out[512], cmd[1200], *err;
+    char out[512], cmd[1200];
     snprintf(out, sizeof out, "%s.bin", dir);
     snprintf(cmd, sizeof cmd, "%s %s %s --dtype f32", export_bin(), dir, out);
-    int rc = run_capture(cmd, NULL, &err);
-    ck_assert_msg(rc == 0, "export failed (%d): %s", rc, err);
-    free(err);
-
-    size_t size;
-    uint8_t *bin = (uint8_t *)read_file(out, &size);
     ModelHeader h;
-    memcpy(&h, bin, sizeof h);
-    ck_assert_ptr_null(header_check(&h, size));
     Config c;
-    config_from_header(&c, &h);
+    uint8_t *bin = export_and_read(cmd, out, &h, &c);
     ck_assert_int_eq(c.dim, DIM);
     ck_assert_int_eq(c.n_kv_heads, NKV);
     ck_assert_int_eq(c.vocab_size, NVOCAB);

@@ -73,3 +73,16 @@ void write_bytes(const char *path, const void *data, size_t n) {
     if (n && fwrite(data, 1, n, f) != n) fatal("short write to %s", path);
     fclose(f);
 }
+
+uint8_t *export_and_read(const char *cmd, const char *out, ModelHeader *h, Config *c) {
+    char *err;
+    int rc = run_capture(cmd, NULL, &err);
+    ck_assert_msg(rc == 0, "export failed (%d): %s", rc, err);
+    free(err);
+    size_t size;
+    uint8_t *bin = (uint8_t *)read_file(out, &size);
+    memcpy(h, bin, sizeof *h);
+    ck_assert_ptr_null(header_check(h, size));
+    config_from_header(c, h);
+    return bin;
+}

@@ -4,6 +4,8 @@
 
 #include <check.h>
 #include <stddef.h>
+#include <stdint.h>
+#include "../model/modelbin.h"
 
 // Paths of the binaries under test: $KVT_BIN_DIR/run and $KVT_BIN_DIR/export
 // (KVT_BIN_DIR defaults to "build"; the sanitizer build sets "build-asan").
@@ -23,6 +25,10 @@ const char *test_tmpdir(void);
 
 // Write bytes to path (fatal on failure).
 void write_bytes(const char *path, const void *data, size_t n);
+
+// Run an export command that must succeed and writes the model.bin `out`; read that file and
+// check its header. Returns the file (xmalloc'd) with its header in *h and config in *c.
+uint8_t *export_and_read(const char *cmd, const char *out, ModelHeader *h, Config *c);
 
 #define DEFAULT_MODEL "models/smollm2-135m-instruct.bin"
 #define DEFAULT_GGUF  "models/SmolLM2-135M-Instruct.Q4_1.gguf"
