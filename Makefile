@@ -60,7 +60,7 @@ MODEL_F32   := models/smollm2-135m-instruct-f32.bin
 L3_TINY_HF  := models/llama3-tiny-hf
 L3_TINY_BIN := models/llama3-tiny-f32.bin
 
-.PHONY: all run export model run-demo test test-asan clean info cuda cuda-check cuda-emulate results
+.PHONY: all run export model run-demo test test-asan clean info cuda cuda-check cuda-emulate results bench
 all: info run export
 
 info:
@@ -121,6 +121,14 @@ $(BUILD)/cuda_emulate: $(BUILD)/obj/kernels/cuda/cuda_emulate.o $(CUDA_LIB) $(LI
 # Decode benchmark against the bandwidth roofline (bench/gpu_check.sh runs it).
 $(BUILD)/cuda_decode: $(BUILD)/obj/bench/cuda_decode.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+
+# KV-cache decode and attention benchmarks (issue 4) and the memory-bandwidth probe (issue 2).
+$(BUILD)/kv_decode $(BUILD)/kv_attention: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(CUDA_LIB) $(LIB)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+$(BUILD)/membw: $(BUILD)/obj/bench/membw.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+# Every CPU benchmark program; .ci/run builds them so they cannot rot.
+bench: $(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/membw $(BUILD)/tokenizer_speed $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report
 
 # Tokenizer encode speed (bench/tokenizer_speed.py runs it beside the tokenizers library).
 $(BUILD)/tokenizer_speed: $(BUILD)/obj/bench/tokenizer_speed.o $(LIB)

@@ -3,7 +3,7 @@
 // fp16 and each quantized configuration in both presets. Reports time per decode step, the
 // cache bytes read per step, the effective bandwidth, and the speedup over fp16.
 //
-//   make && cc -O2 -fopenmp bench/kv_attention.c build/libkvt.a -lm -o build/kv_attention
+//   make bench            (builds build/kv_attention)
 //   ./build/kv_attention [context ...]        (default 512 2048 8192)
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 // kv_decode.c: decode speed of the default model with each KV-cache configuration at long
 // contexts, as ratios against the fp16 cache measured in the same run (issue 4's benchmark).
 //
-//   make && cc -O2 -fopenmp bench/kv_decode.c build/libkvt.a -lm -o build/kv_decode
+//   make bench            (builds build/kv_decode)
 //   ./build/kv_decode models/smollm2-135m-instruct.bin ../shared/data/tinyshakespeare.txt [steps] [ctx ...]
 //
 // Reaching context T honestly by prefilling T real tokens costs O(T²) attention, minutes per

@@ -6,7 +6,9 @@
 //
 // Reports the best of several passes for: read (sum, what a matmul does), copy (read +
 // write, counted as 2x bytes, the STREAM convention) and write.
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
