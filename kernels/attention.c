@@ -20,6 +20,15 @@
 #include "../quant/kvstore.h"
 #include "../util/util.h"
 
+// The tile loops below are plain C that the compiler vectorizes. Built for the x86-64 baseline
+// they get 4-wide SSE2; stream_range is also compiled a second time for AVX2+FMA+F16C, and the
+// copy to use is chosen once by the CPU it runs on (as kernels.c does for matmul). Prefill and
+// decode go through the same copy, so they stay bit-identical on a given machine.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KVT_PORTABLE)
+#define KVT_X86 1
+#endif
+#define INLINE static inline __attribute__((always_inline))
+
 #ifdef _OPENMP
 #define SIMD _Pragma("omp simd")
 #define SIMD_SUM _Pragma("omp simd reduction(+:acc)")
@@ -89,7 +98,7 @@ enum { TILE = 32 };
 // Load tokens [t, ...) of stream s into buf[n][hd] and return n >= 1: at most TILE tokens,
 // never past t_end or the end of t's region (sink / quantized / window), so each tile is read
 // with one method. (Per-channel key blocks are read by block_scores instead.)
-static int64_t load_tile(const KVCache *c, const KVStream *s, int64_t t, int64_t t_end, float *buf) {
+INLINE int64_t load_tile(const KVCache *c, const KVStream *s, int64_t t, int64_t t_end, float *buf) {
     int hd = c->spec.head_dim;
     int64_t S = c->spec.sink, q1 = S + s->n_quant, end = t + TILE < t_end ? t + TILE : t_end;
     if (s->bits == 16 || t < S || t >= q1) {                // fp16 rows, contiguous up to `end`
@@ -115,7 +124,7 @@ typedef struct { const float *q; float *att; int64_t ld; int gq, hd; } HeadGroup
 
 // att[h][t0 + j] = q_h · k_j for the n keys of a tile; four keys at a time (four independent
 // sums, and each q element loaded once for four keys).
-static void tile_scores(const HeadGroup *g, const float *k, int64_t n, int64_t t0) {
+INLINE void tile_scores(const HeadGroup *g, const float *k, int64_t n, int64_t t0) {
     int hd = g->hd;
     for (int h = 0; h < g->gq; h++) {
         const float *q = g->q + h * hd;
@@ -133,7 +142,7 @@ static void tile_scores(const HeadGroup *g, const float *k, int64_t n, int64_t t
 
 // out[h] += Σ_j att[h][t0 + j] · v_j for the n values of a tile; four values per pass over
 // out, so out is loaded and stored a quarter as often.
-static void tile_values(const HeadGroup *g, const float *v, int64_t n, int64_t t0, float *out) {
+INLINE void tile_values(const HeadGroup *g, const float *v, int64_t n, int64_t t0, float *out) {
     int hd = g->hd;
     for (int h = 0; h < g->gq; h++) {
         const float *p = g->att + h * g->ld + t0;
@@ -156,7 +165,7 @@ static void tile_values(const HeadGroup *g, const float *v, int64_t n, int64_t t
 // how many. A group is one channel c of the block's G tokens: the block is dequantized
 // channel by channel into kb[c][i] (G·head_dim floats, 8 KB for G 32, head_dim 64), then
 // score[i] = Σ_c q[c]·kb[c][i], eight tokens at a time so the sums stay in registers.
-static int64_t block_scores(const KVCache *c, const KVStream *s, const HeadGroup *g, int64_t t, int64_t t_end) {
+INLINE int64_t block_scores(const KVCache *c, const KVStream *s, const HeadGroup *g, int64_t t, int64_t t_end) {
     int G = s->group, hd = g->hd;
     int64_t b = (t - c->spec.sink) / G, b0 = c->spec.sink + b * G, end = b0 + G < t_end ? b0 + G : t_end;
     float kb[hd * G];
@@ -188,7 +197,7 @@ static int64_t block_scores(const KVCache *c, const KVStream *s, const HeadGroup
 }
 
 // One work item: keys (out == NULL: scores) or values (out: accumulate) of tokens [t0, t1).
-static void stream_range(const KVCache *c, const KVStream *s, const HeadGroup *g, float *out, int64_t t0, int64_t t1) {
+INLINE void stream_range_body(const KVCache *c, const KVStream *s, const HeadGroup *g, float *out, int64_t t0, int64_t t1) {
     float buf[TILE * g->hd];
     int64_t q0 = c->spec.sink, q1 = q0 + s->n_quant;
     for (int64_t t = t0; t < t1;) {
@@ -201,6 +210,28 @@ static void stream_range(const KVCache *c, const KVStream *s, const HeadGroup *g
         else tile_scores(g, buf, n, t);
         t += n;
     }
+}
+
+static void stream_range_base(const KVCache *c, const KVStream *s, const HeadGroup *g, float *out, int64_t t0, int64_t t1) {
+    stream_range_body(c, s, g, out, t0, t1);
+}
+
+#ifdef KVT_X86
+__attribute__((target("avx2,fma,f16c")))
+static void stream_range_avx2(const KVCache *c, const KVStream *s, const HeadGroup *g, float *out, int64_t t0, int64_t t1) {
+    stream_range_body(c, s, g, out, t0, t1);
+}
+#endif
+
+typedef void (*StreamRangeFn)(const KVCache *, const KVStream *, const HeadGroup *, float *, int64_t, int64_t);
+
+static StreamRangeFn pick_stream_range(void) {
+#ifdef KVT_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return stream_range_avx2;
+#endif
+    return stream_range_base;
 }
 
 // ---- the layer's attention -------------------------------------------------------------------
@@ -220,6 +251,7 @@ void kvcache_attention(const KVCache *c, int layer, const float *q, int n_heads,
     // Threads only pay off with enough rows to read: below ~1k (token, KV head) rows the
     // fork/join costs more than the work. (Results do not depend on it: same chunks, same order.)
     int par = T * n_kv >= 1024;
+    StreamRangeFn stream_range = pick_stream_range();
     (void)par;                                 // (unused without OpenMP)
 
     // Split-K ("flash decoding"): each item runs softmax over its own chunk, keeping the chunk's

@@ -116,25 +116,33 @@ void dot4_avx(float *o, const float *x, const void *w, DType wt, const size_t r[
     o[0] = s0; o[1] = s1; o[2] = s2; o[3] = s3;
 }
 
-// dot4_avx on f32 rows for two tokens at once: eight FMA chains, each x and row load used
-// twice. Every (row, token) sum runs in the same order as in dot4_avx, so the results are
-// identical to two dot4_avx calls (prefill still reproduces decode bit for bit).
+// dot4_avx on f32 rows for three tokens at once: twelve FMA chains (4 rows x 3 tokens), each
+// row load used three times and each token load four times, so the loop is bound by the FMA
+// units rather than by loads (12 accumulators + 3 tokens + 1 row = the 16 ymm registers).
+// Every (row, token) sum runs in the same order as in dot4_avx, so the results are identical
+// to three dot4_avx calls (prefill still reproduces decode bit for bit).
 AVX_TARGET static inline __attribute__((always_inline))
-void dot4x2_f32(float *o0, float *o1, const float *x0, const float *x1, const float *w, const size_t r[4], int k) {
+void dot4x3_f32(float *o0, float *o1, float *o2, const float *x0, const float *x1, const float *x2,
+                const float *w, int k) {
+    const float *w0 = w, *w1 = w + k, *w2 = w + 2 * (size_t)k, *w3 = w + 3 * (size_t)k;
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps(), b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
+    __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps(), c2 = _mm256_setzero_ps(), c3 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= k; i += 8) {
-        __m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x1 + i), wv;
-        wv = _mm256_loadu_ps(w + r[0] + i); a0 = _mm256_fmadd_ps(wv, xa, a0); b0 = _mm256_fmadd_ps(wv, xb, b0);
-        wv = _mm256_loadu_ps(w + r[1] + i); a1 = _mm256_fmadd_ps(wv, xa, a1); b1 = _mm256_fmadd_ps(wv, xb, b1);
-        wv = _mm256_loadu_ps(w + r[2] + i); a2 = _mm256_fmadd_ps(wv, xa, a2); b2 = _mm256_fmadd_ps(wv, xb, b2);
-        wv = _mm256_loadu_ps(w + r[3] + i); a3 = _mm256_fmadd_ps(wv, xa, a3); b3 = _mm256_fmadd_ps(wv, xb, b3);
+        __m256 xa = _mm256_loadu_ps(x0 + i), xb = _mm256_loadu_ps(x1 + i), xc = _mm256_loadu_ps(x2 + i), wv;
+        wv = _mm256_loadu_ps(w0 + i); a0 = _mm256_fmadd_ps(wv, xa, a0); b0 = _mm256_fmadd_ps(wv, xb, b0); c0 = _mm256_fmadd_ps(wv, xc, c0);
+        wv = _mm256_loadu_ps(w1 + i); a1 = _mm256_fmadd_ps(wv, xa, a1); b1 = _mm256_fmadd_ps(wv, xb, b1); c1 = _mm256_fmadd_ps(wv, xc, c1);
+        wv = _mm256_loadu_ps(w2 + i); a2 = _mm256_fmadd_ps(wv, xa, a2); b2 = _mm256_fmadd_ps(wv, xb, b2); c2 = _mm256_fmadd_ps(wv, xc, c2);
+        wv = _mm256_loadu_ps(w3 + i); a3 = _mm256_fmadd_ps(wv, xa, a3); b3 = _mm256_fmadd_ps(wv, xb, b3); c3 = _mm256_fmadd_ps(wv, xc, c3);
     }
-    float s[8] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3), hsum8(b0), hsum8(b1), hsum8(b2), hsum8(b3)};
+    float s[12] = {hsum8(a0), hsum8(a1), hsum8(a2), hsum8(a3), hsum8(b0), hsum8(b1), hsum8(b2), hsum8(b3),
+                   hsum8(c0), hsum8(c1), hsum8(c2), hsum8(c3)};
+    const float *x[3] = {x0, x1, x2};
     for (; i < k; i++)
-        for (int q = 0; q < 4; q++) { s[q] += x0[i] * w[r[q] + i]; s[4 + q] += x1[i] * w[r[q] + i]; }
-    for (int q = 0; q < 4; q++) { o0[q] = s[q]; o1[q] = s[4 + q]; }
+        for (int t = 0; t < 3; t++)
+            for (int q = 0; q < 4; q++) s[4 * t + q] += x[t][i] * w[(size_t)q * k + i];
+    for (int q = 0; q < 4; q++) { o0[q] = s[q]; o1[q] = s[4 + q]; o2[q] = s[8 + q]; }
 }
 
 // One block of MM_ROWS rows starting at row j0 (nr of them real; a short last block repeats
@@ -159,10 +167,12 @@ void block_avx(float *out, const float *x, const void *w, DType wt, int n, int k
         r[q] = (size_t)q * k;
     }
     int t = 0;
-    for (; t + 2 <= n; t += 2) {
-        float o1[MM_ROWS];
-        dot4x2_f32(o, o1, x + (size_t)t * k, x + (size_t)(t + 1) * k, buf, r, k);
-        for (int q = 0; q < nr; q++) { out[(size_t)t * d + j0 + q] = o[q]; out[(size_t)(t + 1) * d + j0 + q] = o1[q]; }
+    for (; t + 3 <= n; t += 3) {
+        float o1[MM_ROWS], o2[MM_ROWS];
+        const float *xt = x + (size_t)t * k;
+        dot4x3_f32(o, o1, o2, xt, xt + k, xt + 2 * (size_t)k, buf, k);
+        float *ot = out + (size_t)t * d + j0;
+        for (int q = 0; q < nr; q++) { ot[q] = o[q]; ot[d + q] = o1[q]; ot[2 * (size_t)d + q] = o2[q]; }
     }
     for (; t < n; t++) {
         dot4_avx(o, x + (size_t)t * k, buf, DTYPE_F32, r, k, NULL);

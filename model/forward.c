@@ -45,7 +45,7 @@ static void add_inplace(float *x, const float *y, size_t n) {
 // matmul over n tokens in chunks of MM_CHUNK: a chunk of activations stays in cache while
 // each block of weight rows is reused over it (the kernel's results do not depend on the
 // batch, so chunking changes no bit).
-#define MM_CHUNK 64
+#define MM_CHUNK 66
 static void matmul_chunked(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
     for (int t = 0; t < n; t += MM_CHUNK) {
         int nb = n - t < MM_CHUNK ? n - t : MM_CHUNK;
