@@ -4,8 +4,11 @@
 //   3. sensitivity: for each layer and pair, the attention-output relative error and the KL
 //      with only that layer quantized (started at that layer from the recorded states)
 //   4. pruning, clustering, the exact DP front under --max-bits (tune_search.c, tune_cluster.c)
-//   5. verification of front points and of the uniform configurations on held-back text,
-//      then the outputs (tune_report.c)
+//   5. joint measurement: at every half bit, the few best candidates of the additive model
+//      (and the uniform configurations that fit) run with all their layers quantized on the
+//      calibration text; the least measured KL is the tuned point for that budget
+//   6. verification of the tuned points and of the uniform configurations on held-back
+//      text, then the outputs (tune_report.c)
 #include "tune.h"
 #include "tune_report.h"
 #include "../model/eval.h"
@@ -20,7 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TUNE_VERIFY_STEP 0.25   // verify the best front point at every quarter bit
+#define TUNE_BUDGET_STEP 0.5    // one tuned point per half bit of average
+#define TUNE_REFINE_M 4         // additive-model candidates measured jointly per budget
 #define TUNE_EVAL_BATCH 64      // tokens per forward() call in verification
 // Sensitivity KL is scored at every TUNE_KL_STRIDE-th position once there are >= 512 tokens
 // (>= 128 scored positions); every token still runs through every layer. The classifier is
@@ -215,15 +219,63 @@ static void verify_point(const Model *m, const KVSpec *grouping, const int *ids,
     free_kvspec(&sp);
 }
 
-// Step 5's choice: at every quarter bit up to the cap, the front point of largest cost <= it.
-static int select_points(const Front *f, int L, double cap_bits, int *sel) {
-    int n = 0;
-    for (double b = 2.0; b <= cap_bits + 1e-9 && b <= 8.0 + 1e-9; b += TUNE_VERIFY_STEP) {
-        int best = -1;
-        for (int i = 0; i < f->n; i++) if (f->pts[i].cost <= (int)floor(b * 2 * L + 1e-9)) best = i;
-        if (best >= 0 && (n == 0 || sel[n - 1] != best)) sel[n++] = best;
+// Step 5's candidates, measured once each: per-layer pairs and their calibration KL.
+typedef struct { int n, cap; int *pairs; double *kl; } Measured;   // pairs [cap][L]
+
+static double measure_joint(const Model *m, const KVSpec *grouping, const int *ids, int n, const float *base,
+                            Measured *memo, const int *pairs) {
+    int L = m->config.n_layers;
+    for (int i = 0; i < memo->n; i++)
+        if (!memcmp(memo->pairs + (size_t)i * L, pairs, (size_t)L * sizeof(int))) return memo->kl[i];
+    TunePoint pt = {0};
+    pt.kv = xmalloc((size_t)L * sizeof(KVBits));
+    for (int l = 0; l < L; l++) pt.kv[l] = (KVBits){tune_kbits(pairs[l]), tune_vbits(pairs[l])};
+    verify_point(m, grouping, ids, n, base, &pt);
+    free(pt.kv);
+    if (memo->n == memo->cap) {
+        memo->cap = memo->cap ? 2 * memo->cap : 32;
+        memo->pairs = xrealloc(memo->pairs, (size_t)memo->cap * L * sizeof(int));
+        memo->kl = xrealloc(memo->kl, (size_t)memo->cap * sizeof(double));
     }
-    return n;
+    memcpy(memo->pairs + (size_t)memo->n * L, pairs, (size_t)L * sizeof(int));
+    return memo->kl[memo->n++] = pt.kl;
+}
+
+// Step 5 for one budget (max total cost): the TUNE_REFINE_M best assignments under the
+// additive model plus every uniform pair that fits, each measured jointly on the calibration
+// text; fills *pt with the least measured KL. The additive model ranks candidates well when
+// errors are small but misses how quantized layers interact (errors grow through later
+// layers); measuring the real configuration is what KVTuner's search does (paper §4.3).
+static void choose_at_budget(const Model *m, const KVSpec *grouping, const GroupSpace *gs, const Clustering *cl,
+                             const SensTable *tab, int cost, const int *cal, int n, const float *cal_base,
+                             Measured *memo, TunePoint *pt) {
+    int L = m->config.n_layers;
+    Front best;
+    if (tune_search_best(gs, cost, TUNE_REFINE_M, &best) != 0) fatal("tune: no configuration fits %d half-bits", cost);
+    int *pairs = xmalloc((size_t)L * sizeof(int));
+    KVBits *kv = xmalloc((size_t)L * sizeof(KVBits));
+    pt->cal_kl = INFINITY;
+    for (int i = 0; i < best.n + TUNE_NPAIRS; i++) {
+        double pred = 0;
+        int c = 0;
+        if (i < best.n) {                                 // an additive-model candidate
+            tune_point_bits(cl, &best.pts[i], kv);
+            for (int l = 0; l < L; l++) pairs[l] = tune_pair_index(kv[l].k_bits, kv[l].v_bits);
+        } else {                                          // a uniform pair, if it fits
+            int p = i - best.n;
+            if (tune_cost(p) * L > cost) continue;
+            for (int l = 0; l < L; l++) pairs[l] = p;
+        }
+        for (int l = 0; l < L; l++) { pred += sens_err(tab, l)[pairs[l]]; c += tune_cost(pairs[l]); }
+        double kl = measure_joint(m, grouping, cal, n, cal_base, memo, pairs);
+        if (kl < pt->cal_kl || (kl == pt->cal_kl && c < (int)lround(pt->avg_bits * 2 * L))) {
+            pt->cal_kl = kl;
+            pt->pred = pred;
+            pt->avg_bits = c / (2.0 * L);
+            for (int l = 0; l < L; l++) pt->kv[l] = (KVBits){tune_kbits(pairs[l]), tune_vbits(pairs[l])};
+        }
+    }
+    free(pairs); free(kv); free_front(&best);
 }
 
 int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
@@ -250,8 +302,12 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
                 o->preset ? o->preset : "custom", L, TUNE_NPAIRS, N, N, o->out_dir);
 
     // 2. the fp16 pass, 3. sensitivity (or an earlier run's table)
+    size_t V = (size_t)c->vocab_size;
+    float *cal_base;                                  // fp16 log-probs of the calibration text
     if (o->sens_path) {
         if (o->progress) fprintf(stderr, "tune: sensitivity table read from %s\n", o->sens_path);
+        cal_base = xmalloc((size_t)(N - 1) * V * sizeof(float));
+        eval_base_logprobs(m, cal, N, TUNE_EVAL_BATCH, cal_base);
     } else {
         RunState s;
         build_runstate(&s, c, N, N);
@@ -260,6 +316,8 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
         tune_record(m, &s, cal, N, &rec);
         if (o->progress) fprintf(stderr, "tune: fp16 pass recorded in %.1f s\n", now_s() - t1);
         measure_sensitivity(m, grouping, &s, &rec, &tab, o->progress);
+        cal_base = rec.logp;                          // kept for step 5
+        rec.logp = NULL;
         free_tunerecord(&rec);
         free_runstate(&s);
     }
@@ -280,54 +338,73 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
         fprintf(stderr, "tune: %d groups (spread %.3f), predicted front of %d points up to %.3g bits\n",
                 cl.n_groups, cl.spread, front.n, front.pts[front.n - 1].cost / (2.0 * L));
 
-    // 5. verification on held-back text
-    size_t V = (size_t)c->vocab_size;
-    float *base = xmalloc((size_t)(N - 1) * V * sizeof(float));
-    eval_base_logprobs(m, held, N, TUNE_EVAL_BATCH, base);
-    int *sel = xmalloc((size_t)(front.n + 1) * sizeof(int));
-    int n_sel = select_points(&front, L, o->max_bits, sel);
-    static const int uni_pairs[5][2] = {{2, 2}, {4, 2}, {4, 4}, {8, 4}, {8, 8}};
-    TunePoint *pts = xcalloc((size_t)n_sel + 5, sizeof(TunePoint));
+    // 5. one tuned point per half bit, chosen by joint measurement on the calibration text
+    double top = front.pts[front.n - 1].cost / (2.0 * L);   // beyond it the front adds nothing
+    int n_budgets = 0;
+    for (double b = 2.0 + TUNE_BUDGET_STEP; b <= top + 1e-9; b += TUNE_BUDGET_STEP) n_budgets++;
+    TunePoint *pts = xcalloc((size_t)n_budgets + 6, sizeof(TunePoint));
+    Measured memo = {0};
     int np = 0;
-    for (int i = 0; i < n_sel; i++, np++) {
+    double t2 = now_s();
+    for (int i = 0; i < n_budgets; i++) {       // (2.0 bits is KV2 only: a uniform point below)
+        double b = 2.0 + TUNE_BUDGET_STEP * (i + 1);
         TunePoint *pt = &pts[np];
         pt->kv = xmalloc((size_t)L * sizeof(KVBits));
-        tune_point_bits(&cl, &front.pts[sel[i]], pt->kv);
-        pt->avg_bits = front.pts[sel[i]].cost / (2.0 * L);
-        pt->pred = front.pts[sel[i]].err;
-        snprintf(pt->label, sizeof pt->label, "tuned-%.3f", pt->avg_bits);
+        choose_at_budget(m, grouping, &gs, &cl, &tab, (int)floor(b * 2 * L + 1e-9), cal, N, cal_base, &memo, pt);
+        int dup = 0;                                  // a cheaper budget already chose it
+        for (int j = 0; j < np && !dup; j++) dup = !memcmp(pts[j].kv, pt->kv, (size_t)L * sizeof(KVBits));
+        if (o->progress)
+            fprintf(stderr, "tune: budget %.2f bits: %s%.3f bits, predicted KL %.4g, calibration KL %.4g (%d measured, %.0f s)\n",
+                    b, dup ? "same as a cheaper budget, " : "", pt->avg_bits, pt->pred, pt->cal_kl, memo.n, now_s() - t2);
+        if (dup) { free(pt->kv); pt->kv = NULL; continue; }
+        int same = 1;                                 // the search may keep a uniform configuration
+        for (int l = 1; l < L; l++) same &= pt->kv[l].k_bits == pt->kv[0].k_bits && pt->kv[l].v_bits == pt->kv[0].v_bits;
+        snprintf(pt->label, sizeof pt->label, "tuned-%.3f%s%s", pt->avg_bits, same ? "=" : "",
+                 same ? tune_pair_name(tune_pair_index(pt->kv[0].k_bits, pt->kv[0].v_bits)) : "");
+        np++;
     }
+    double t_refine = now_s() - t2;
+
+    // 6. verification on held-back text: the tuned points and the uniform configurations
+    float *base = xmalloc((size_t)(N - 1) * V * sizeof(float));
+    eval_base_logprobs(m, held, N, TUNE_EVAL_BATCH, base);
+    static const int uni_pairs[5][2] = {{2, 2}, {4, 2}, {4, 4}, {8, 4}, {8, 8}};
     for (int u = 0; u < 5; u++) {
         if ((uni_pairs[u][0] + uni_pairs[u][1]) / 2.0 > o->max_bits + 1e-9) continue;
         TunePoint *pt = &pts[np++];
         int p = tune_pair_index(uni_pairs[u][0], uni_pairs[u][1]);
         pt->uniform = 1;
         pt->kv = xmalloc((size_t)L * sizeof(KVBits));
-        for (int l = 0; l < L; l++) { pt->kv[l].k_bits = tune_kbits(p); pt->kv[l].v_bits = tune_vbits(p); pt->pred += sens_err(&tab, l)[p]; }
+        int *pairs = xmalloc((size_t)L * sizeof(int));
+        for (int l = 0; l < L; l++) { pt->kv[l] = (KVBits){tune_kbits(p), tune_vbits(p)}; pt->pred += sens_err(&tab, l)[p]; pairs[l] = p; }
+        pt->cal_kl = measure_joint(m, grouping, cal, N, cal_base, &memo, pairs);
+        free(pairs);
         pt->avg_bits = tune_cost(p) / 2.0;
         snprintf(pt->label, sizeof pt->label, "%s", tune_pair_name(p));
     }
-    double t2 = now_s();
+    double t3 = now_s();
     for (int i = 0; i < np; i++) {
         verify_point(m, grouping, held, N, base, &pts[i]);
         if (o->progress)
-            fprintf(stderr, "tune: verify %d/%d %-12s %.3f bits: predicted KL %.4g, measured KL %.4g, top-1 %.2f%%  (%.0f s)\n",
-                    i + 1, np, pts[i].label, pts[i].avg_bits, pts[i].pred, pts[i].kl, 100 * pts[i].top1, now_s() - t2);
+            fprintf(stderr, "tune: verify %d/%d %-12s %.3f bits: predicted KL %.4g, calibration %.4g, held-back %.4g, top-1 %.2f%%  (%.0f s)\n",
+                    i + 1, np, pts[i].label, pts[i].avg_bits, pts[i].pred, pts[i].cal_kl, pts[i].kl, 100 * pts[i].top1, now_s() - t3);
     }
-    double t_verify = now_s() - t2;
+    double t_verify = now_s() - t3;
 
     TuneReport rep = {.preset = o->preset ? o->preset : "custom", .out_dir = o->out_dir, .n_layers = L,
                       .tokens = N, .max_bits = o->max_bits, .tab = &tab, .keep = keep, .cl = &cl,
-                      .pts = pts, .n_pts = np, .t_sens = t_sens, .t_verify = t_verify};
+                      .pts = pts, .n_pts = np, .refine_m = TUNE_REFINE_M, .t_sens = t_sens, .t_refine = t_refine,
+                      .t_verify = t_verify};
     int n_front = tune_write_report(&rep);
     double wall = now_s() - t_start;
-    printf("tune: wrote %d front configs to %s in %.1f s (sensitivity %.1f s, verification %.1f s)\n",
-           n_front, o->out_dir, wall, t_sens, t_verify);
+    printf("tune: wrote %d front configs to %s in %.1f s (sensitivity %.1f s, joint search %.1f s, verification %.1f s)\n",
+           n_front, o->out_dir, wall, t_sens, t_refine, t_verify);
     printf("tune preset %s front %d groups %d tokens %d wall_s %.1f out %s\n", rep.preset, n_front, cl.n_groups, N, wall,
            o->out_dir);
 
     for (int i = 0; i < np; i++) free(pts[i].kv);
-    free(pts); free(sel); free(base); free(cal); free(held); free(keep);
+    free(pts); free(base); free(cal_base); free(cal); free(held); free(keep);
+    free(memo.pairs); free(memo.kl);
     free_front(&front); free_groupspace(&gs); free_clustering(&cl); free_senstable(&tab);
     return 0;
 }

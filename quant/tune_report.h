@@ -12,6 +12,8 @@ typedef struct {
     double avg_bits;       // mean over layers of (k + v) / 2
     double bits_per_elem;  // measured: cache bytes * 8 / elements, scales and fp16 window included
     double pred;           // predicted KL: sum of the single-layer KLs (calibration text)
+    double cal_kl;         // measured KL with all its layers quantized, calibration text (the
+                           //   search's choice among candidates)
     double kl, top1;       // measured on the held-back text
     int on_front;          // set by the writer: not dominated by another verified tuned point
 } TunePoint;
@@ -25,7 +27,8 @@ typedef struct {
     const Clustering *cl;
     TunePoint *pts;        // tuned points (by increasing bits), then the uniform ones
     int n_pts;
-    double t_sens, t_verify;
+    int refine_m;          // candidates measured jointly per budget
+    double t_sens, t_refine, t_verify;
 } TuneReport;
 
 // Mark the verified front, write <out>/<preset>-<bits>.yaml for each of its points,

@@ -169,6 +169,75 @@ int tune_search_dp(const GroupSpace *gs, int max_cost, Front *out) {
     return 0;
 }
 
+// One partial assignment in the m-best DP: groups 0..g-1 summing to error err, reached from
+// entry `from` of total w_prev at level g-1 by candidate slot `slot` of group g-1.
+typedef struct { double err; int w_prev, from, slot; } BestEntry;
+
+// Insert e into the sorted list l[0..*n) of at most m entries (least error first; equal
+// errors keep insertion order, so the result is deterministic).
+static void best_insert(BestEntry *l, int *n, int m, BestEntry e) {
+    int i = *n < m ? (*n)++ : m;
+    if (i == m && !(e.err < l[m - 1].err)) return;
+    if (i == m) i = m - 1;
+    while (i > 0 && e.err < l[i - 1].err) { l[i] = l[i - 1]; i--; }
+    l[i] = e;
+}
+
+int tune_search_best(const GroupSpace *gs, int max_cost, int m, Front *out) {
+    out->n = 0; out->pts = NULL;
+    int lo, hi, G = gs->n_groups;
+    if (m < 1) return -1;
+    if (total_cost_bounds(gs, &lo, &hi) != 0) return -1;
+    if (max_cost >= 0 && lo > max_cost) return -1;
+    if (max_cost >= 0 && hi > max_cost) hi = max_cost;
+    size_t W = (size_t)hi + 1, M = (size_t)m;
+    BestEntry *e = xmalloc((size_t)(G + 1) * W * M * sizeof(BestEntry));   // [level][w][m]
+    int *cnt = xcalloc((size_t)(G + 1) * W, sizeof(int));
+    cnt[0] = 1;
+    e[0] = (BestEntry){0.0, -1, -1, -1};
+    for (int g = 0; g < G; g++)
+        for (size_t w = 0; w < W; w++)
+            for (int r = 0; r < cnt[(size_t)g * W + w]; r++) {
+                double base = e[((size_t)g * W + w) * M + (size_t)r].err;
+                for (int i = 0; i < gs->n_cand[g]; i++) {
+                    int p = gs->cand[g][i];
+                    size_t w2 = w + (size_t)gs->gsize[g] * (size_t)tune_cost(p);
+                    if (w2 >= W) break;                   // candidates are cheapest first
+                    size_t at = (size_t)(g + 1) * W + w2;
+                    best_insert(e + at * M, &cnt[at], m, (BestEntry){base + gs->gerr[g][p], (int)w, r, i});
+                }
+            }
+    // the m best over every total <= hi: merge the last level's lists
+    BestEntry *top = xmalloc(M * sizeof(BestEntry));
+    int *top_w = xmalloc(M * sizeof(int)), n = 0;
+    for (size_t w = 0; w < W; w++)
+        for (int r = 0; r < cnt[(size_t)G * W + w]; r++) {
+            BestEntry x = e[((size_t)G * W + w) * M + (size_t)r];
+            x.w_prev = (int)w;   // (reused: the total of this final entry)
+            x.from = r;
+            best_insert(top, &n, m, x);
+        }
+    for (int k = 0; k < n; k++) top_w[k] = top[k].w_prev;
+    out->pts = xcalloc((size_t)n, sizeof(FrontPoint));
+    out->n = n;
+    for (int k = 0; k < n; k++) {
+        FrontPoint *fp = &out->pts[k];
+        fp->cost = top_w[k];
+        fp->err = top[k].err;
+        fp->pair_of_group = xmalloc((size_t)G * sizeof(int));
+        size_t w = (size_t)top_w[k];
+        int r = top[k].from;
+        for (int g = G; g > 0; g--) {
+            const BestEntry *b = &e[((size_t)g * W + w) * M + (size_t)r];
+            fp->pair_of_group[g - 1] = gs->cand[g - 1][b->slot];
+            w = (size_t)b->w_prev;
+            r = b->from;
+        }
+    }
+    free(top); free(top_w); free(e); free(cnt);
+    return 0;
+}
+
 int tune_search_brute(const GroupSpace *gs, int max_cost, Front *out) {
     out->n = 0; out->pts = NULL;
     int lo, hi, G = gs->n_groups;

@@ -99,6 +99,12 @@ int tune_search_dp(const GroupSpace *gs, int max_cost, Front *out);
 int tune_search_brute(const GroupSpace *gs, int max_cost, Front *out);
 void free_front(Front *f);
 
+// The m assignments of least predicted error with total cost <= max_cost (m-best DP: each
+// (group, total) keeps its m best partial sums, enough because the error is additive), by
+// increasing error (ties: cheaper first). These are the candidates the tuner then measures
+// jointly (tune.c), since the additive model is only a guide. Returns 0, or -1 if none fits.
+int tune_search_best(const GroupSpace *gs, int max_cost, int m, Front *out);
+
 // Per-layer KV bits of a front point (kv[l] for every layer).
 void tune_point_bits(const Clustering *c, const FrontPoint *p, KVBits *kv);
 

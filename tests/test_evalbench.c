@@ -1,8 +1,10 @@
 // test_evalbench.c: the evaluation benchmarks' pieces that need no model run (issue 5,
 // parts 4-5): the passkey prompt puts the key where asked, GSM8K final numbers are read
-// correctly from hand-made answers, the real GSM8K file loads, and kvcache_copy (the
-// benchmarks' snapshot/restore) gives byte-identical caches that stay identical.
+// correctly from hand-made answers, the real GSM8K file loads, kvcache_copy (the
+// benchmarks' snapshot/restore) gives byte-identical caches that stay identical, and batched
+// greedy decoding (bench_greedy_rows) gives exactly the tokens of one sequence at a time.
 #include "testutil.h"
+#include "../bench/benchrun.h"
 #include "../bench/evaltext.h"
 #include "../quant/kvcache.h"
 #include "../model/model.h"
@@ -149,6 +151,76 @@ START_TEST(test_kvcache_copy) {
 }
 END_TEST
 
+// ---- batched greedy ----------------------------------------------------------------------
+
+static int stop_at_100_bytes(const char *out) { return strlen(out) >= 100; }
+
+// Three prompts of different lengths decoded together must give, sequence by sequence, the
+// text, token count and final cache of bench_greedy run alone, with the sequences stopping
+// at different steps (the stop function, a nearly full cache, --max-new), for fp16, pertoken
+// k4v2 and KIVI k4v2 (per-channel keys; groups shrunk to fit tiny's head_dim of 16, so blocks
+// are quantized during the decode).
+START_TEST(test_greedy_rows) {
+    ck_assert_msg(file_exists(TINY_MODEL), "%s missing: run `make test` (it builds it)", TINY_MODEL);
+    Model m;
+    load_model(&m, TINY_MODEL);
+    const Config *c = &m.config;
+    enum { N = 3, CAP = 200, MAX_NEW = 14, OUT = 512 };
+    const char *prompts[N] = {
+        "The quick brown fox jumps over the lazy dog, and then it runs far away into the deep green forest.",
+        "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings and "
+        "arrows of outrageous fortune, or to take arms against a sea of troubles.",
+        "Once upon a time there was a little cat who liked to sleep in the sun all day long and dream of fish, "
+        "of birds, of mice and of the wide blue sea beyond the hills; and every evening it came home."};
+    const char *kvs[] = {"fp16", "k4v2", "k4v2"}, *presets[] = {"pertoken", "pertoken", "kivi"};
+    RunState s;
+    build_runstate(&s, c, BENCH_BATCH, CAP);
+    int *ids[N], n_ids[N];
+    for (int i = 0; i < N; i++) n_ids[i] = tokenizer_encode(&m.tokenizer, prompts[i], strlen(prompts[i]), 0, &ids[i]);
+    ck_assert(n_ids[0] < n_ids[1] && n_ids[1] < n_ids[2]);
+    float *last = xmalloc((size_t)N * c->vocab_size * sizeof(float));
+    for (int ci = 0; ci < 3; ci++) {
+        KVSpec spec;
+        if (strcmp(presets[ci], "kivi")) bench_spec(&spec, c, kvs[ci], presets[ci]);
+        else {                          // the kivi preset's groups of 32 do not fit head_dim 16
+            bench_spec(&spec, c, kvs[ci], "pertoken");
+            spec.group = 8; spec.residual = 8; spec.key_axis = KEY_AXIS_CHANNEL;
+            kvspec_validate(&spec, "test kivi");
+        }
+        KVCache *ref[N], *bat[N];
+        char ref_out[N][OUT], bat_buf[N][OUT], *bat_out[N];
+        int ref_n[N], bat_n[N];
+        int64_t pos[N];
+        for (int i = 0; i < N; i++) {
+            int cap = i == 1 ? n_ids[i] + 7 : CAP;            // sequence 1 fills its cache
+            ref[i] = build_kvcache(&spec, cap);
+            bat[i] = build_kvcache(&spec, cap);
+            float *lg = last + (size_t)i * c->vocab_size;
+            bench_prefill(&m, &s, ref[i], ids[i], n_ids[i], 0, lg);
+            ref_n[i] = bench_greedy(&m, &s, ref[i], lg, n_ids[i], MAX_NEW, stop_at_100_bytes, ref_out[i], OUT);
+            bench_prefill(&m, &s, bat[i], ids[i], n_ids[i], 0, lg);
+            pos[i] = n_ids[i];
+            bat_out[i] = bat_buf[i];
+        }
+        bench_greedy_rows(&m, &s, bat, last, pos, N, MAX_NEW, stop_at_100_bytes, bat_out, OUT, bat_n);
+        for (int i = 0; i < N; i++) {
+            ck_assert_msg(bat_n[i] == ref_n[i], "%s %s seq %d: %d tokens batched, %d alone", presets[ci], kvs[ci], i,
+                          bat_n[i], ref_n[i]);
+            ck_assert_str_eq(bat_out[i], ref_out[i]);
+            ck_assert_msg(kvcache_equal(bat[i], ref[i]), "%s %s seq %d: caches differ", presets[ci], kvs[ci], i);
+        }
+        ck_assert_int_eq(ref_n[1], 8);                      // stopped by its full cache
+        ck_assert(ref_n[0] != ref_n[2] || ref_n[0] != ref_n[1]);
+        for (int i = 0; i < N; i++) { free_kvcache(ref[i]); free_kvcache(bat[i]); }
+        free_kvspec(&spec);
+    }
+    for (int i = 0; i < N; i++) free(ids[i]);
+    free(last);
+    free_runstate(&s);
+    free_model(&m);
+}
+END_TEST
+
 static Suite *evalbench_suite(void) {
     Suite *s = suite_create("evalbench");
     TCase *tc = tcase_create("core");
@@ -157,6 +229,7 @@ static Suite *evalbench_suite(void) {
     tcase_add_test(tc, test_gsm8k_numbers);
     tcase_add_test(tc, test_gsm8k_file);
     tcase_add_test(tc, test_kvcache_copy);
+    tcase_add_test(tc, test_greedy_rows);
     suite_add_tcase(s, tc);
     return s;
 }

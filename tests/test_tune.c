@@ -103,6 +103,26 @@ START_TEST(test_tune_end_to_end) {
     char *text = read_file(md, NULL);
     ck_assert(strstr(text, "| KV4 | 4.000 |") != NULL);      // uniform configs under the cap...
     ck_assert(strstr(text, "| K8V4 | 6.000 |") == NULL);     // ...and none above it
+    // The joint search measures the uniform configurations as candidates too, so on the
+    // calibration text every uniform one above 2 bits is matched or beaten by a tuned point
+    // with no more bits (columns: label, avg bits, bits/elem, predicted, calibration KL, ...).
+    double tb[32], tk[32], ub[8], uk[8];
+    int nt = 0, nu = 0;
+    for (char *ln = text; (ln = strstr(ln, "\n| ")) != NULL; ln++) {
+        char label[64];
+        double bits, bpe, pred, cal;
+        if (sscanf(ln, "\n| %63s | %lf | %lf | %lf | %lf |", label, &bits, &bpe, &pred, &cal) != 5) continue;
+        if (!strncmp(label, "tuned-", 6) && nt < 32) { tb[nt] = bits; tk[nt++] = cal; }
+        else if (label[0] == 'K' && nu < 8) { ub[nu] = bits; uk[nu++] = cal; }
+    }
+    ck_assert_int_ge(nt, 2);
+    ck_assert_int_eq(nu, 3);                                   // KV2, K4V2, KV4 under the cap
+    for (int u = 0; u < nu; u++) {
+        if (ub[u] <= 2.0) continue;
+        int matched = 0;
+        for (int t = 0; t < nt; t++) matched |= tb[t] <= ub[u] + 1e-9 && tk[t] <= uk[u];
+        ck_assert_msg(matched, "no tuned point at <= %.2f bits matches the uniform calibration KL %g", ub[u], uk[u]);
+    }
     free(text);
     DIR *d = opendir(dir);
     ck_assert_ptr_nonnull(d);

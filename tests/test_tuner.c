@@ -219,6 +219,68 @@ START_TEST(test_dp_equals_brute) {
 }
 END_TEST
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+START_TEST(test_best_equals_brute) {
+    // The m-best DP's errors are the m smallest over every assignment within the cap
+    // (enumerated here), each assignment is what it claims, and none repeats.
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        const int L = 8;
+        SensTable t;
+        build_senstable(&t, L);
+        rng_state = seed * 0x2545f4914f6cdd1dULL;
+        for (int l = 0; l < L; l++) {
+            double a = exp(-6 * urand()), b = exp(-6 * urand());
+            for (int p = 0; p < TUNE_NPAIRS; p++) sens_err(&t, l)[p] = model_err(a, b, p) * exp(0.6 * (urand() - 0.5));
+        }
+        if (seed == 1) for (int p = 0; p < TUNE_NPAIRS; p++) sens_err(&t, 3)[p] = 0.5;   // a tie-only layer
+        unsigned char *keep = prune_all(&t);
+        Clustering c;
+        tune_cluster(&t, keep, 4, &c);
+        GroupSpace gs;
+        build_groupspace(&gs, &t, keep, &c);
+        int caps[3] = {-1, 2 * L * 4, 2 * L * 3}, ms[3] = {1, 7, 40};
+        for (int ci = 0; ci < 3; ci++)
+            for (int mi = 0; mi < 3; mi++) {
+                // brute force: every assignment's error, summed in the DP's order
+                int n_all = 0, cap = caps[ci];
+                double *all = xmalloc(sizeof(double) * 300000);
+                int slot[64] = {0}, G = gs.n_groups;
+                for (;;) {
+                    int w = 0; double e = 0;
+                    for (int g = 0; g < G; g++) { w += gs.gsize[g] * tune_cost(gs.cand[g][slot[g]]); e += gs.gerr[g][gs.cand[g][slot[g]]]; }
+                    if (cap < 0 || w <= cap) all[n_all++] = e;
+                    int g = 0;
+                    while (g < G && ++slot[g] == gs.n_cand[g]) slot[g++] = 0;
+                    if (g == G) break;
+                }
+                qsort(all, (size_t)n_all, sizeof(double), cmp_double);
+                Front b;
+                ck_assert_int_eq(tune_search_best(&gs, cap, ms[mi], &b), 0);
+                ck_assert_int_eq(b.n, ms[mi] < n_all ? ms[mi] : n_all);
+                for (int i = 0; i < b.n; i++) {
+                    ck_assert(b.pts[i].err == all[i]);
+                    if (cap >= 0) ck_assert_int_le(b.pts[i].cost, cap);
+                    int w = 0; double e = 0;
+                    for (int g = 0; g < G; g++) { w += gs.gsize[g] * tune_cost(b.pts[i].pair_of_group[g]); e += gs.gerr[g][b.pts[i].pair_of_group[g]]; }
+                    ck_assert_int_eq(w, b.pts[i].cost);
+                    ck_assert(e == b.pts[i].err);
+                    for (int j = 0; j < i; j++)
+                        ck_assert(memcmp(b.pts[i].pair_of_group, b.pts[j].pair_of_group, (size_t)G * sizeof(int)) != 0);
+                }
+                free_front(&b);
+                free(all);
+            }
+        Front none;
+        ck_assert_int_eq(tune_search_best(&gs, 4 * L - 1, 5, &none), -1);
+        free_groupspace(&gs); free_clustering(&c); free(keep); free_senstable(&t);
+    }
+}
+END_TEST
+
 START_TEST(test_dp_known) {
     // Two single-layer groups; the front is computable by hand.
     SensTable t;
@@ -296,6 +358,7 @@ static Suite *tuner_suite(void) {
     tcase_add_test(tc, test_cluster_two);
     tcase_add_test(tc, test_cluster_deterministic);
     tcase_add_test(tc, test_dp_equals_brute);
+    tcase_add_test(tc, test_best_equals_brute);
     tcase_add_test(tc, test_dp_known);
     tcase_add_test(tc, test_writers);
     suite_add_tcase(s, tc);
