@@ -28,6 +28,31 @@ double bench_score(const Model *m, RunState *s, KVCache *c, const float *last, c
 int bench_greedy(const Model *m, RunState *s, KVCache *c, const float *last, int64_t pos, int max_new,
                  int (*stop)(const char *), char *out, int out_size);
 
+// bench_greedy over several independent sequences at once. Decoding one token at a time is
+// bound by reading the weights; a step of bench_greedy_step runs the current token of every
+// running sequence as one row of forward_rows, so the weights are read once per step. Each
+// sequence has its own cache and produces exactly the tokens bench_greedy would (matmul rows
+// do not depend on the batch); a sequence that stops drops out, and a new one may be started
+// in its place between steps.
+typedef struct {
+    KVCache *cache;
+    int64_t pos;                    // position of the next token to run
+    int id;                         // the token chosen next
+    int n, len;                     // tokens generated so far (bench_greedy's count), bytes in out
+    int live;                       // 1 while the sequence goes on
+    int max_new;
+    int (*stop)(const char *);
+    char *out; int out_size;        // the decoded bytes, NUL-terminated
+} GreedySeq;
+
+// Set up g as bench_greedy(m, .., c, last, pos, max_new, stop, out, out_size) would start.
+void bench_greedy_start(GreedySeq *g, const Model *m, KVCache *c, const float *last, int64_t pos, int max_new,
+                        int (*stop)(const char *), char *out, int out_size);
+// One step of every live sequence in g[0..n) (at most s->max_batch of them live); the others
+// are skipped. When g[i].live turns 0, g[i].out and g[i].n are final. Returns the number of
+// rows run through the model (0: every sequence has stopped).
+int bench_greedy_step(const Model *m, RunState *s, GreedySeq *g, int n);
+
 // Write s as one TSV field: newlines and tabs escaped as \n and \t.
 void bench_put_field(FILE *f, const char *s);
 

@@ -8,10 +8,19 @@
 //     model fails to answer;
 //   - exact match: greedy-decode a few tokens and check the key's digits appear.
 // Every configuration sees the same prompts (the keys come from --seed).
+// The prompts of one length differ only from the needle on: before it they are the intro and
+// the start of the same haystack. So for each length and configuration one shared cache is
+// extended along that common prefix, depth by depth in order of the needle's position, and
+// each depth copies it (kvcache_copy) and prefills only its needle and what follows. The
+// results are those of prefilling every prompt whole (a position's computation does not
+// depend on how the prompt is split into batches).
 //
 //   build/passkey MODEL [--kv fp16,kv8,...] [--presets pertoken,kivi] [--lengths 1024,2048,4096,8192]
 //                       [--depths 0.1,0.3,0.5,0.7,0.9] [--seed 1234] [--text FILE] [--out FILE]
-// Writes one tab-separated row per (length, depth, configuration) as it goes (to --out, else stdout).
+// Writes one tab-separated row per (length, configuration, depth) as it goes (to --out, else
+// stdout), the depths of one length and configuration in order of the needle's position. A
+// row's seconds are its own work: the shared prefix's extension up to its needle, the rest of
+// its prompt, scoring and decoding.
 #include "benchrun.h"
 #include "evaltext.h"
 #include "../quant/kvcache.h"
@@ -83,46 +92,69 @@ int main(int argc, char **argv) {
     build_runstate(&s, c, BENCH_BATCH, max_len);
     float *last = xmalloc((size_t)c->vocab_size * sizeof(float));
     char gen[256];
+    PasskeyPrompt *pr = xmalloc((size_t)nd * sizeof(PasskeyPrompt));
+    int *order = xmalloc((size_t)nd * sizeof(int));
     for (int li = 0; li < nl; li++) {
         int L = atoi(ls[li]);
         for (int di = 0; di < nd; di++) {
-            double depth = atof(ds[di]);
             int key = 10000 + (int)(splitmix(seed * 1000003u + (uint64_t)L * 101u + (uint64_t)di) % 90000u);
-            PasskeyPrompt p;
-            build_passkey_prompt(&p, &m.tokenizer, hay, n_hay, key, depth, L - GEN_SLACK);
-            for (int pi = 0; pi < np; pi++)
-                for (int ki = 0; ki < nk; ki++) {
-                    int is_fp16 = !strcmp(kv[ki], "fp16");
-                    if (is_fp16 && pi > 0) continue;           // one fp16 baseline for all presets
-                    double t0 = bench_now();
-                    KVSpec spec;
-                    bench_spec(&spec, c, kv[ki], pre[pi]);
-                    KVCache *cache = build_kvcache(&spec, L), *snap = build_kvcache(&spec, L);
-                    bench_prefill(&m, &s, cache, p.ids, p.n, 0, last);
+            build_passkey_prompt(&pr[di], &m.tokenizer, hay, n_hay, key, atof(ds[di]), L - GEN_SLACK);
+        }
+        // depths in order of the needle's position (insertion sort, stable)
+        for (int k = 0; k < nd; k++) {
+            int d = k, j = k;
+            for (; j > 0 && pr[order[j - 1]].needle_at > pr[d].needle_at; j--) order[j] = order[j - 1];
+            order[j] = d;
+        }
+        // each prompt must start with the tokens the shared cache holds when its turn comes:
+        // the previous prompt's tokens before that one's needle
+        for (int k = 1; k < nd; k++) {
+            const PasskeyPrompt *a = &pr[order[k - 1]], *b = &pr[order[k]];
+            if (memcmp(a->ids, b->ids, (size_t)a->needle_at * sizeof(int)) != 0)
+                fatal("passkey: length %d, depths %s and %s: the prompts differ before the needle", L, ds[order[k - 1]],
+                      ds[order[k]]);
+        }
+        for (int pi = 0; pi < np; pi++)
+            for (int ki = 0; ki < nk; ki++) {
+                int is_fp16 = !strcmp(kv[ki], "fp16");
+                if (is_fp16 && pi > 0) continue;               // one fp16 baseline for all presets
+                KVSpec spec;
+                bench_spec(&spec, c, kv[ki], pre[pi]);
+                KVCache *shared = build_kvcache(&spec, L), *cache = build_kvcache(&spec, L), *snap = build_kvcache(&spec, L);
+                int done = 0;                                  // tokens in shared
+                for (int k = 0; k < nd; k++) {
+                    int di = order[k];
+                    const PasskeyPrompt *p = &pr[di];
+                    double depth = atof(ds[di]), t0 = bench_now();
+                    if (p->needle_at > done) {
+                        bench_prefill(&m, &s, shared, p->ids + done, p->needle_at - done, done, last);
+                        done = p->needle_at;
+                    }
+                    kvcache_copy(cache, shared);
+                    bench_prefill(&m, &s, cache, p->ids + done, p->n - done, done, last);
                     kvcache_copy(snap, cache);
                     int top1;
-                    double lp = bench_score(&m, &s, cache, last, p.key_ids, p.n_key, p.n, &top1);
+                    double lp = bench_score(&m, &s, cache, last, p->key_ids, p->n_key, p->n, &top1);
                     double bits = kvcache_memory(cache, -1).bits_per_elem;
                     kvcache_copy(cache, snap);                 // back to the prompt alone
-                    bench_greedy(&m, &s, cache, last, p.n, p.n_key + 2, NULL, gen, sizeof gen);
-                    int exact = strstr(gen, p.key_text) != NULL;
+                    bench_greedy(&m, &s, cache, last, p->n, p->n_key + 2, NULL, gen, sizeof gen);
+                    int exact = strstr(gen, p->key_text) != NULL;
                     double secs = bench_now() - t0;
                     fprintf(out, "%s\t%s\t%d\t%.2f\t%d\t%s\t%d\t%.4f\t%d\t%.3f\t%.1f\t", is_fp16 ? "-" : pre[pi], kv[ki],
-                            L, depth, p.n, p.key_text, p.n_key, lp / p.n_key, exact, bits, secs);
+                            L, depth, p->n, p->key_text, p->n_key, lp / p->n_key, exact, bits, secs);
                     bench_put_field(out, gen);
                     fputc('\n', out);
                     fflush(out);
                     fprintf(stderr, "passkey: L %d depth %.2f %s %s: key logprob %.3f exact %d (%.1f s)\n", L, depth,
-                            is_fp16 ? "-" : pre[pi], kv[ki], lp / p.n_key, exact, secs);
-                    free_kvcache(cache);
-                    free_kvcache(snap);
-                    free_kvspec(&spec);
+                            is_fp16 ? "-" : pre[pi], kv[ki], lp / p->n_key, exact, secs);
                 }
-            free_passkey_prompt(&p);
-        }
+                free_kvcache(shared); free_kvcache(cache); free_kvcache(snap);
+                free_kvspec(&spec);
+            }
+        for (int di = 0; di < nd; di++) free_passkey_prompt(&pr[di]);
     }
     if (out != stdout && fclose(out) != 0) fatal("%s: write failed", out_path);
-    free(last);
+    free(last); free(pr); free(order);
     free(hay);
     free_runstate(&s);
     free_list(kv, nk); free_list(pre, np); free_list(ls, nl); free_list(ds, nd);

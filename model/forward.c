@@ -53,7 +53,8 @@ static void matmul_chunked(float *out, const float *x, const void *w, DType wt, 
     }
 }
 
-void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos) {
+// Norm and Q/K/V projections of rows s->x[0..n): s->q, s->k, s->v, before RoPE.
+static void qkv_project(const Model *m, RunState *s, int l, int n) {
     const Config *c = &m->config;
     const LayerWeights *w = &m->weights.layers[l];
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
@@ -61,10 +62,17 @@ void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos) {
     matmul_chunked(s->q, s->xb, w->wq, c->wdtype, n, c->dim, qd);
     matmul_chunked(s->k, s->xb, w->wk, c->wdtype, n, c->dim, kvd);
     matmul_chunked(s->v, s->xb, w->wv, c->wdtype, n, c->dim, kvd);
-    for (int t = 0; t < n; t++) {
-        rope(s->q + (size_t)t * qd, c->n_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
-        rope(s->k + (size_t)t * kvd, c->n_kv_heads, c->head_dim, (int)(pos + t), s->rope_freqs);
-    }
+}
+
+// RoPE of row t of s->q and s->k at position pos.
+static void rope_row(const Config *c, RunState *s, int t, int64_t pos) {
+    rope(s->q + (size_t)t * c->n_heads * c->head_dim, c->n_heads, c->head_dim, (int)pos, s->rope_freqs);
+    rope(s->k + (size_t)t * c->n_kv_heads * c->head_dim, c->n_kv_heads, c->head_dim, (int)pos, s->rope_freqs);
+}
+
+void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos) {
+    qkv_project(m, s, l, n);
+    for (int t = 0; t < n; t++) rope_row(&m->config, s, t, pos + t);
 }
 
 void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const float *k, const float *v, int n,
@@ -97,13 +105,19 @@ float *head_logits(const Model *m, RunState *s, const float *x, int rows) {
     return s->logits;
 }
 
-float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits) {
+// Token embeddings of tokens[0..n) into s->x.
+static void embed_rows(const Model *m, RunState *s, const int *tokens, int n, const char *who) {
     const Config *c = &m->config;
-    if (n < 1 || n > s->max_batch) fatal("forward: batch of %d tokens (max %d)", n, s->max_batch);
+    if (n < 1 || n > s->max_batch) fatal("%s: batch of %d tokens (max %d)", who, n, s->max_batch);
     for (int t = 0; t < n; t++) {
-        if (tokens[t] < 0 || tokens[t] >= c->vocab_size) fatal("forward: token id %d outside the vocabulary", tokens[t]);
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size) fatal("%s: token id %d outside the vocabulary", who, tokens[t]);
         embed(s->x + (size_t)t * c->dim, m->weights.token_embedding, c->wdtype, c->dim, tokens[t]);
     }
+}
+
+float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits) {
+    const Config *c = &m->config;
+    embed_rows(m, s, tokens, n, "forward");
     for (int l = 0; l < c->n_layers; l++) {
         layer_qkv(m, s, l, n, pos);
         layer_attend(c, cache, l, s->q, s->k, s->v, n, s->att, s->att_out);
@@ -113,4 +127,28 @@ float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, i
     // (the classifier is the largest matrix of a small model).
     int first = all_logits ? 0 : n - 1, rows = n - first;
     return head_logits(m, s, s->x + (size_t)first * c->dim, rows);
+}
+
+float *forward_rows(const Model *m, RunState *s, KVCache **caches, const int *tokens, const int64_t *pos, int n) {
+    const Config *c = &m->config;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    embed_rows(m, s, tokens, n, "forward_rows");
+    // A row's RoPE position must be where its token lands in its cache, and two rows sharing
+    // a cache would interleave their appends: both are caller bugs that would go unnoticed.
+    for (int t = 0; t < n; t++) {
+        if (kvcache_len(caches[t], 0) != pos[t])
+            fatal("forward_rows: row %d at position %lld, its cache holds %lld tokens", t, (long long)pos[t],
+                  (long long)kvcache_len(caches[t], 0));
+        for (int u = 0; u < t; u++)
+            if (caches[u] == caches[t]) fatal("forward_rows: rows %d and %d share a cache", u, t);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        qkv_project(m, s, l, n);
+        for (int t = 0; t < n; t++) {
+            rope_row(c, s, t, pos[t]);
+            layer_attend(c, caches[t], l, s->q + t * qd, s->k + t * kvd, s->v + t * kvd, 1, s->att, s->att_out + t * qd);
+        }
+        layer_out_ffn(m, s, l, n, s->att_out);
+    }
+    return head_logits(m, s, s->x, n);
 }

@@ -55,6 +55,14 @@ void free_runstate(RunState *s);
 // Returns logits: all n rows if all_logits, else only the last row, [vocab] each.
 float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits);
 
+// One decode step of n independent sequences: row t is tokens[t] at position pos[t] of its own
+// cache caches[t] (pos[t] must equal that cache's length; no cache twice). The matmuls run
+// all rows at once, so the weights are read once per step; each row then appends and attends
+// against its own cache. Row t's result is bit-identical to forward(.., caches[t], &tokens[t],
+// 1, pos[t], ..) (matmul rows do not depend on the batch). n <= max_batch, and s->att must
+// hold n_heads * (largest cache capacity) floats. Returns logits [n][vocab].
+float *forward_rows(const Model *m, RunState *s, KVCache **caches, const int *tokens, const int64_t *pos, int n);
+
 // The steps of one layer l over n tokens, as forward runs them (the tuner, quant/tune_forward.c,
 // runs them layer by layer from recorded inputs).
 // Norm, Q/K/V projections of s->x and RoPE at positions pos..pos+n-1: s->q, s->k, s->v.

@@ -2,7 +2,7 @@
 // parts 4-5): the passkey prompt puts the key where asked, GSM8K final numbers are read
 // correctly from hand-made answers, the real GSM8K file loads, kvcache_copy (the
 // benchmarks' snapshot/restore) gives byte-identical caches that stay identical, and batched
-// greedy decoding (bench_greedy_rows) gives exactly the tokens of one sequence at a time.
+// greedy decoding (bench_greedy_step) gives exactly the tokens of one sequence at a time.
 #include "testutil.h"
 #include "../bench/benchrun.h"
 #include "../bench/evaltext.h"
@@ -156,10 +156,11 @@ END_TEST
 static int stop_at_100_bytes(const char *out) { return strlen(out) >= 100; }
 
 // Three prompts of different lengths decoded together must give, sequence by sequence, the
-// text, token count and final cache of bench_greedy run alone, with the sequences stopping
-// at different steps (the stop function, a nearly full cache, --max-new), for fp16, pertoken
-// k4v2 and KIVI k4v2 (per-channel keys; groups shrunk to fit tiny's head_dim of 16, so blocks
-// are quantized during the decode).
+// text, token count and final cache of bench_greedy run alone. The sequences stop at
+// different steps (the stop function, a nearly full cache, --max-new), and there are two
+// slots for three sequences, so the third starts in the slot of the first to stop, as in
+// bench/gsm8k.c. For fp16, pertoken k4v2 and KIVI k4v2 (per-channel keys; groups shrunk to
+// fit tiny's head_dim of 16, so blocks are quantized during the decode).
 START_TEST(test_greedy_rows) {
     ck_assert_msg(file_exists(TINY_MODEL), "%s missing: run `make test` (it builds it)", TINY_MODEL);
     Model m;
@@ -202,7 +203,23 @@ START_TEST(test_greedy_rows) {
             pos[i] = n_ids[i];
             bat_out[i] = bat_buf[i];
         }
-        bench_greedy_rows(&m, &s, bat, last, pos, N, MAX_NEW, stop_at_100_bytes, bat_out, OUT, bat_n);
+        GreedySeq slot[2];                                  // sequence 2 waits for a free slot
+        int in_slot[2] = {-1, -1}, next = 0;
+        memset(slot, 0, sizeof slot);
+        for (;;) {
+            int running = 0;
+            for (int j = 0; j < 2; j++) {
+                if (in_slot[j] >= 0 && !slot[j].live) { bat_n[in_slot[j]] = slot[j].n; in_slot[j] = -1; }
+                if (in_slot[j] < 0 && next < N) {
+                    bench_greedy_start(&slot[j], &m, bat[next], last + (size_t)next * c->vocab_size, pos[next], MAX_NEW,
+                                       stop_at_100_bytes, bat_out[next], OUT);
+                    in_slot[j] = next++;
+                }
+                running += in_slot[j] >= 0;
+            }
+            if (!running) break;
+            bench_greedy_step(&m, &s, slot, 2);
+        }
         for (int i = 0; i < N; i++) {
             ck_assert_msg(bat_n[i] == ref_n[i], "%s %s seq %d: %d tokens batched, %d alone", presets[ci], kvs[ci], i,
                           bat_n[i], ref_n[i]);
