@@ -62,7 +62,7 @@ static const float codes2[256][4] = { C2x64(0), C2x64(64), C2x64(128), C2x64(192
 
 // Dequantize one packed group of n codes into x[i] = u_i·s + m (bit order as quant/quantize.c:
 // code i in byte i/(8/bits), low bits first). The loops over whole bytes vectorize.
-static inline void dequant_group(const uint8_t *p, int n, int bits, float s, float m, float *x) {
+INLINE void dequant_group(const uint8_t *p, int n, int bits, float s, float m, float *x) {
     int i = 0;
     if (bits == 8) {
         SIMD for (int k = 0; k < n; k++) x[k] = (float)p[k] * s + m;
