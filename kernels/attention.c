@@ -119,8 +119,9 @@ INLINE int64_t load_tile(const KVCache *c, const KVStream *s, int64_t t, int64_t
     return n;
 }
 
-// The query heads sharing one KV head: q[h*hd ..], att[h*ld + t] for h < gq.
-typedef struct { const float *q; float *att; int64_t ld; int gq, hd; } HeadGroup;
+// The query heads sharing one KV head: q[h*hd ..], and the score of token t for head h < gq
+// at att[h*ld + t - base] (base: the first token the att rows hold).
+typedef struct { const float *q; float *att; int64_t ld; int gq, hd; int64_t base; } HeadGroup;
 
 // att[h][t0 + j] = q_h · k_j for the n keys of a tile; four keys at a time (four independent
 // sums, and each q element loaded once for four keys).
@@ -128,7 +129,7 @@ INLINE void tile_scores(const HeadGroup *g, const float *k, int64_t n, int64_t t
     int hd = g->hd;
     for (int h = 0; h < g->gq; h++) {
         const float *q = g->q + h * hd;
-        float *att = g->att + h * g->ld + t0;
+        float *att = g->att + h * g->ld + (t0 - g->base);
         int64_t j = 0;
         for (; j + 4 <= n; j += 4) {
             const float *k0 = k + j * hd, *k1 = k0 + hd, *k2 = k1 + hd, *k3 = k2 + hd;
@@ -145,7 +146,7 @@ INLINE void tile_scores(const HeadGroup *g, const float *k, int64_t n, int64_t t
 INLINE void tile_values(const HeadGroup *g, const float *v, int64_t n, int64_t t0, float *out) {
     int hd = g->hd;
     for (int h = 0; h < g->gq; h++) {
-        const float *p = g->att + h * g->ld + t0;
+        const float *p = g->att + h * g->ld + (t0 - g->base);
         float *o = out + h * hd;
         int64_t j = 0;
         for (; j + 4 <= n; j += 4) {
@@ -161,22 +162,26 @@ INLINE void tile_values(const HeadGroup *g, const float *v, int64_t n, int64_t t
     }
 }
 
-// Per-channel keys (KIVI): scores of the tokens [t, ...) of t's block, up to t_end; returns
-// how many. A group is one channel c of the block's G tokens: the block is dequantized
-// channel by channel into kb[c][i] (G·head_dim floats, 8 KB for G 32, head_dim 64), then
-// score[i] = Σ_c q[c]·kb[c][i], eight tokens at a time so the sums stay in registers.
-INLINE int64_t block_scores(const KVCache *c, const KVStream *s, const HeadGroup *g, int64_t t, int64_t t_end) {
-    int G = s->group, hd = g->hd;
-    int64_t b = (t - c->spec.sink) / G, b0 = c->spec.sink + b * G, end = b0 + G < t_end ? b0 + G : t_end;
-    float kb[hd * G];
+// Per-channel keys (KIVI): the block of G tokens holding token t, dequantized channel by
+// channel into kb[c][i] (G·head_dim floats, 8 KB for G 32, head_dim 64): a group is one
+// channel of the block's G tokens. Returns the block's first token.
+INLINE int64_t block_load(const KVCache *c, const KVStream *s, int64_t t, float *kb) {
+    int G = s->group, hd = c->spec.head_dim;
+    int64_t b = (t - c->spec.sink) / G;
     for (int ch = 0; ch < hd; ch++) {
         int64_t gi = b * hd + ch;
         dequant_group(s->codes + gi * s->group_bytes, G, s->bits, h2f(s->sm[2 * gi]), h2f(s->sm[2 * gi + 1]), kb + ch * G);
     }
-    int i0 = (int)(t - b0), i1 = (int)(end - b0);
+    return c->spec.sink + b * G;
+}
+
+// Scores of the block's tokens [t, end) from kb: score[i] = Σ_c q[c]·kb[c][i], eight tokens
+// at a time so the sums stay in registers.
+INLINE void block_scores(const HeadGroup *g, const float *kb, int G, int64_t b0, int64_t t, int64_t end) {
+    int hd = g->hd, i0 = (int)(t - b0), i1 = (int)(end - b0);
     for (int h = 0; h < g->gq; h++) {
         const float *q = g->q + h * hd;
-        float *att = g->att + h * g->ld + b0;
+        float *att = g->att + h * g->ld + (t - g->base);       // att[i - i0]: token b0 + i
         int i = i0;
         for (; i + 8 <= i1; i += 8) {
             float acc[8] = { 0 };
@@ -185,45 +190,65 @@ INLINE int64_t block_scores(const KVCache *c, const KVStream *s, const HeadGroup
                 float qc = q[ch];
                 SIMD for (int j = 0; j < 8; j++) acc[j] += qc * k[j];
             }
-            for (int j = 0; j < 8; j++) att[i + j] = acc[j];
+            for (int j = 0; j < 8; j++) att[i - i0 + j] = acc[j];
         }
         for (; i < i1; i++) {
             float acc = 0.0f;
             for (int ch = 0; ch < hd; ch++) acc += q[ch] * kb[ch * G + i];
-            att[i] = acc;
+            att[i - i0] = acc;
         }
     }
-    return end - t;
 }
 
-// One work item: keys (out == NULL: scores) or values (out: accumulate) of tokens [t0, t1).
-INLINE void stream_range_body(const KVCache *c, const KVStream *s, const HeadGroup *g, float *out, int64_t t0, int64_t t1) {
-    float buf[TILE * g->hd];
+// One pass over tokens [t0, t1) of stream s for nq queries: keys (out == NULL: scores) or
+// values (out[i]: accumulate for query i). Each tile or block is dequantized once and then
+// used by every query, which is what makes block prefill cheaper than one query at a time;
+// each query's arithmetic is the same whatever nq is.
+INLINE void stream_range_body(const KVCache *c, const KVStream *s, const HeadGroup *g, int nq, float *const *out,
+                              int64_t t0, int64_t t1) {
+    int hd = g->hd;
     int64_t q0 = c->spec.sink, q1 = q0 + s->n_quant;
-    for (int64_t t = t0; t < t1;) {
-        if (s->per_channel && s->bits != 16 && t >= q0 && t < q1) {   // (keys only: scores)
-            t += block_scores(c, s, g, t, t1);
-            continue;
+    if (s->per_channel && s->bits != 16) {
+        float kb[hd * s->group];
+        for (int64_t t = t0; t < t1;) {
+            if (t >= q0 && t < q1) {                                   // (keys only: scores)
+                int64_t b0 = block_load(c, s, t, kb), end = b0 + s->group < t1 ? b0 + s->group : t1;
+                for (int i = 0; i < nq; i++) block_scores(&g[i], kb, s->group, b0, t, end);
+                t = end;
+                continue;
+            }
+            float buf[TILE * hd];
+            int64_t n = load_tile(c, s, t, t1, buf);
+            for (int i = 0; i < nq; i++) tile_scores(&g[i], buf, n, t);
+            t += n;
         }
+        return;
+    }
+    float buf[TILE * hd];
+    for (int64_t t = t0; t < t1;) {
         int64_t n = load_tile(c, s, t, t1, buf);
-        if (out) tile_values(g, buf, n, t, out);
-        else tile_scores(g, buf, n, t);
+        for (int i = 0; i < nq; i++) {
+            if (out) tile_values(&g[i], buf, n, t, out[i]);
+            else tile_scores(&g[i], buf, n, t);
+        }
         t += n;
     }
 }
 
-static void stream_range_base(const KVCache *c, const KVStream *s, const HeadGroup *g, float *out, int64_t t0, int64_t t1) {
-    stream_range_body(c, s, g, out, t0, t1);
+static void stream_range_base(const KVCache *c, const KVStream *s, const HeadGroup *g, int nq, float *const *out,
+                              int64_t t0, int64_t t1) {
+    stream_range_body(c, s, g, nq, out, t0, t1);
 }
 
 #ifdef KVT_X86
 __attribute__((target("avx2,fma,f16c")))
-static void stream_range_avx2(const KVCache *c, const KVStream *s, const HeadGroup *g, float *out, int64_t t0, int64_t t1) {
-    stream_range_body(c, s, g, out, t0, t1);
+static void stream_range_avx2(const KVCache *c, const KVStream *s, const HeadGroup *g, int nq, float *const *out,
+                              int64_t t0, int64_t t1) {
+    stream_range_body(c, s, g, nq, out, t0, t1);
 }
 #endif
 
-typedef void (*StreamRangeFn)(const KVCache *, const KVStream *, const HeadGroup *, float *, int64_t, int64_t);
+typedef void (*StreamRangeFn)(const KVCache *, const KVStream *, const HeadGroup *, int, float *const *, int64_t, int64_t);
 
 static StreamRangeFn pick_stream_range(void) {
 #ifdef KVT_X86
@@ -235,67 +260,182 @@ static StreamRangeFn pick_stream_range(void) {
 }
 
 // ---- the layer's attention -------------------------------------------------------------------
+//
+// Split-K ("flash decoding"): the cache is cut into chunks of CHUNK tokens at fixed positions
+// (chunk c holds tokens [c·CHUNK, (c+1)·CHUNK)), and each (KV head, chunk) work item runs
+// softmax over its own chunk, keeping the chunk's max and sum, and leaves an unnormalized
+// partial output; the chunks are then merged, rescaled to the global max, in chunk order. One
+// pass over the cache, one fork/join, and a result that depends on nothing but the data.
+// Because chunk boundaries are fixed, a chunk that is complete and already quantized (or
+// fp16 for good) when a block of prompt tokens arrives is the same for every query of the
+// block: block prefill computes those chunks for all the block's queries at once, reading
+// each packed tile once, and the rest (the fp16 window, the last chunk) query by query.
 
-void kvcache_attention(const KVCache *c, int layer, const float *q, int n_heads, float *out, float *att) {
-    const KVSpec *sp = &c->spec;
-    int hd = sp->head_dim, n_kv = sp->n_kv_heads;
-    if (n_heads % n_kv != 0) fatal("attention: %d query heads do not share %d kv heads evenly", n_heads, n_kv);
-    int gq = n_heads / n_kv;
-    int64_t T = c->len[layer], ld = c->max_tokens;
-    if (T == 0) { memset(out, 0, sizeof(float) * (size_t)n_heads * hd); return; }
-    // Chunks of >= 128 tokens, at most 32 of them, fixed by T alone (determinism, see top).
-    int64_t n_chunks = (T + 127) / 128;
-    if (n_chunks > 32) n_chunks = 32;
-    int64_t chunk = (T + n_chunks - 1) / n_chunks;
-    int64_t n_items = n_kv * n_chunks;
-    // Threads only pay off with enough rows to read: below ~1k (token, KV head) rows the
-    // fork/join costs more than the work. (Results do not depend on it: same chunks, same order.)
-    int par = T * n_kv >= 1024;
-    StreamRangeFn stream_range = pick_stream_range();
-    (void)par;                                 // (unused without OpenMP)
+enum { CHUNK = 128 };
 
-    // Split-K ("flash decoding"): each item runs softmax over its own chunk, keeping the chunk's
-    // max and sum, and leaves an unnormalized partial output; the chunks are then merged,
-    // rescaled to the global max, in a fixed order. One pass over the cache, one fork/join.
+// Scores, chunk softmax and weighted values of tokens [t0, t1) of KV head kh for nq queries
+// whose heads of this KV head start at q[i]. o[i]: partial output [gq][hd] (unnormalized),
+// st[i]: [gq][2] chunk max and sum. att: scores scratch, query i's head h at
+// att[(i·gq + h)·ld + t - base].
+static void attend_chunk(StreamRangeFn stream_range, const KVCache *c, int layer, int kh, int gq, int64_t t0,
+                         int64_t t1, int nq, const float *const *q, float *att, int64_t ld, int64_t base,
+                         float *const *o, float *const *st) {
+    int hd = c->spec.head_dim;
     float scale = 1.0f / sqrtf((float)hd);
-    float *part = xmalloc(sizeof(float) * (size_t)(n_items * gq) * (size_t)(hd + 2));  // [item][gq][hd], then max, sum
-    float *stat = part + n_items * gq * hd;
-    #pragma omp parallel for schedule(static) if (par)
-    for (int64_t it = 0; it < n_items; it++) {
-        int kh = (int)(it / n_chunks);
-        int64_t t0 = (it % n_chunks) * chunk, t1 = t0 + chunk < T ? t0 + chunk : T;
-        float *o = part + it * gq * hd, *st = stat + it * gq * 2;
-        memset(o, 0, sizeof(float) * (size_t)(gq * hd));
-        for (int h = 0; h < gq; h++) { st[2 * h] = -INFINITY; st[2 * h + 1] = 0.0f; }
-        if (t0 >= t1) continue;
-        HeadGroup g = { q + (int64_t)kh * gq * hd, att + (int64_t)kh * gq * ld, ld, gq, hd };
-        stream_range(c, kv_stream(c, layer, kh, 0), &g, NULL, t0, t1);        // scores
-        for (int h = 0; h < gq; h++) {                                          // chunk softmax
-            float *a = g.att + h * ld, mx = -INFINITY, total = 0.0f;
-            for (int64_t t = t0; t < t1; t++) { a[t] *= scale; if (a[t] > mx) mx = a[t]; }
-            for (int64_t t = t0; t < t1; t++) { a[t] = expf(a[t] - mx); total += a[t]; }
-            st[2 * h] = mx; st[2 * h + 1] = total;
+    if (nq < 1) return;
+    HeadGroup g[nq];
+    for (int i = 0; i < nq; i++) g[i] = (HeadGroup){q[i], att + (int64_t)i * gq * ld, ld, gq, hd, base};
+    stream_range(c, kv_stream(c, layer, kh, 0), g, nq, NULL, t0, t1);          // scores
+    for (int i = 0; i < nq; i++) {
+        memset(o[i], 0, sizeof(float) * (size_t)(gq * hd));
+        for (int h = 0; h < gq; h++) {                                           // chunk softmax
+            float *a = g[i].att + h * ld, mx = -INFINITY, total = 0.0f;
+            for (int64_t t = t0 - base; t < t1 - base; t++) { a[t] *= scale; if (a[t] > mx) mx = a[t]; }
+            for (int64_t t = t0 - base; t < t1 - base; t++) { a[t] = expf(a[t] - mx); total += a[t]; }
+            st[i][2 * h] = mx; st[i][2 * h + 1] = total;
         }
-        stream_range(c, kv_stream(c, layer, kh, 1), &g, o, t0, t1);            // Σ p·v
     }
-    for (int kh = 0; kh < n_kv; kh++)                                           // merge the chunks
+    stream_range(c, kv_stream(c, layer, kh, 1), g, nq, o, t0, t1);             // Σ p·v
+}
+
+// Chunk partials of one query: part[(kh·stride + ch)·gq + h][hd], stat[...][2].
+typedef struct { float *part, *stat; int64_t stride; } Partials;
+
+static float *part_o(const Partials *p, int kh, int64_t ch, int gq, int hd) { return p->part + ((kh * p->stride + ch) * gq) * hd; }
+static float *part_st(const Partials *p, int kh, int64_t ch, int gq) { return p->stat + ((kh * p->stride + ch) * gq) * 2; }
+
+// out[kh][h] = Σ_ch w_ch · o_ch / Σ_ch w_ch · sum_ch with w_ch = exp(max_ch - max), in chunk order.
+static void merge_chunks(const Partials *p, int n_kv, int gq, int hd, int64_t n_chunks, float *out) {
+    for (int kh = 0; kh < n_kv; kh++)
         for (int h = 0; h < gq; h++) {
             float *o = out + ((int64_t)kh * gq + h) * hd, mx = -INFINITY, total = 0.0f;
             for (int64_t ch = 0; ch < n_chunks; ch++) {
-                float m = stat[((kh * n_chunks + ch) * gq + h) * 2];
+                float m = part_st(p, kh, ch, gq)[2 * h];
                 if (m > mx) mx = m;
             }
             memset(o, 0, sizeof(float) * (size_t)hd);
             for (int64_t ch = 0; ch < n_chunks; ch++) {
-                int64_t i = (kh * n_chunks + ch) * gq + h;
-                if (stat[2 * i] == -INFINITY) continue;                         // empty chunk
-                float w = expf(stat[2 * i] - mx);
-                total += w * stat[2 * i + 1];
-                const float *p = part + i * hd;
-                for (int k = 0; k < hd; k++) o[k] += w * p[k];
+                const float *st = part_st(p, kh, ch, gq) + 2 * h;
+                if (st[0] == -INFINITY) continue;
+                float w = expf(st[0] - mx);
+                total += w * st[1];
+                const float *po = part_o(p, kh, ch, gq, hd) + (int64_t)h * hd;
+                for (int k = 0; k < hd; k++) o[k] += w * po[k];
             }
             float inv = 1.0f / total;
             for (int k = 0; k < hd; k++) o[k] *= inv;
         }
-    free(part);
+}
+
+// One query over the chunks [from[kh], n_chunks) of each KV head (the others are in p
+// already), then the merge. att: [n_heads][max_tokens] scratch.
+static void attend_query(const KVCache *c, int layer, const float *q, int gq, const int64_t *from, Partials *p,
+                         float *att, float *out) {
+    const KVSpec *sp = &c->spec;
+    int hd = sp->head_dim, n_kv = sp->n_kv_heads;
+    int64_t T = c->len[layer], ld = c->max_tokens, n_chunks = (T + CHUNK - 1) / CHUNK;
+    StreamRangeFn stream_range = pick_stream_range();
+    int64_t n_items = 0;
+    for (int kh = 0; kh < n_kv; kh++) n_items += n_chunks - from[kh];
+    // Threads only pay off with enough rows to read: below ~1k (token, KV head) rows the
+    // fork/join costs more than the work. (Results do not depend on it.)
+    int par = n_items > 1 && (T - from[0] * CHUNK) * n_kv >= 1024;
+    (void)par;                                   // (unused without OpenMP)
+    #pragma omp parallel for schedule(static) if (par)
+    for (int64_t it = 0; it < n_items; it++) {
+        int kh = 0;
+        int64_t r = it;
+        while (r >= n_chunks - from[kh]) r -= n_chunks - from[kh++];
+        int64_t ch = from[kh] + r, t0 = ch * CHUNK, t1 = t0 + CHUNK < T ? t0 + CHUNK : T;
+        const float *qk = q + (int64_t)kh * gq * hd;
+        float *o = part_o(p, kh, ch, gq, hd), *st = part_st(p, kh, ch, gq);
+        attend_chunk(stream_range, c, layer, kh, gq, t0, t1, 1, &qk, att + (int64_t)kh * gq * ld, ld, 0, &o, &st);
+    }
+    merge_chunks(p, n_kv, gq, hd, n_chunks, out);
+}
+
+static int query_groups(const KVSpec *sp, int n_heads) {
+    if (n_heads % sp->n_kv_heads != 0)
+        fatal("attention: %d query heads do not share %d kv heads evenly", n_heads, sp->n_kv_heads);
+    return n_heads / sp->n_kv_heads;
+}
+
+void kvcache_attention(const KVCache *c, int layer, const float *q, int n_heads, float *out, float *att) {
+    const KVSpec *sp = &c->spec;
+    int hd = sp->head_dim, n_kv = sp->n_kv_heads, gq = query_groups(sp, n_heads);
+    int64_t T = c->len[layer], n_chunks = (T + CHUNK - 1) / CHUNK;
+    if (T == 0) { memset(out, 0, sizeof(float) * (size_t)n_heads * hd); return; }
+    Partials p = { xmalloc(sizeof(float) * (size_t)(n_kv * n_chunks * gq) * (size_t)(hd + 2)), NULL, n_chunks };
+    p.stat = p.part + n_kv * n_chunks * gq * hd;
+    int64_t from[n_kv];
+    for (int kh = 0; kh < n_kv; kh++) from[kh] = 0;
+    attend_query(c, layer, q, gq, from, &p, att, out);
+    free(p.part);
+}
+
+// Tokens [0, end) of a stream that no later append can change: everything of an fp16 stream,
+// the sink and the quantized tokens of a quantized one (the fp16 window is rewritten as
+// tokens leave it).
+static int64_t fixed_end(const KVCache *c, const KVStream *s, int64_t T) {
+    if (s->bits == 16 || s->n_quant == 0) return s->bits == 16 || T < c->spec.sink ? T : c->spec.sink;
+    return c->spec.sink + s->n_quant;
+}
+
+// Block prefill: append tokens one by one and attend, each query exactly as a lone decode
+// step would, but with the chunks that are fixed before the block computed for all its
+// queries together. At most `block` queries at a time, so the partials stay small.
+void kvcache_attend_prompt(KVCache *c, int layer, const float *q, const float *k, const float *v, int n, int n_heads,
+                           float *out, float *att) {
+    const KVSpec *sp = &c->spec;
+    int hd = sp->head_dim, n_kv = sp->n_kv_heads, gq = query_groups(sp, n_heads);
+    size_t qd = (size_t)n_heads * hd, kvd = (size_t)n_kv * hd;
+    StreamRangeFn stream_range = pick_stream_range();
+    for (int j0 = 0; j0 < n;) {
+        int64_t T0 = c->len[layer];
+        int64_t stride = (T0 + n - j0 + CHUNK - 1) / CHUNK;                 // chunks of the longest query
+        size_t per_query = (size_t)(n_kv * stride * gq) * (size_t)(hd + 2);
+        int B = (int)((size_t)(16 << 20) / (per_query * sizeof(float)));    // <= 16 MB of partials
+        if (B < 1) B = 1;
+        if (B > n - j0) B = n - j0;
+        int64_t from[n_kv], n_items = 0;             // chunks complete and fixed before the block
+        for (int kh = 0; kh < n_kv; kh++) {
+            int64_t ek = fixed_end(c, kv_stream(c, layer, kh, 0), T0), ev = fixed_end(c, kv_stream(c, layer, kh, 1), T0);
+            from[kh] = B > 1 ? (ek < ev ? ek : ev) / CHUNK : 0;
+            n_items += from[kh];
+        }
+        float *mem = xmalloc(per_query * sizeof(float) * (size_t)B);
+        Partials *p = xmalloc(sizeof(Partials) * (size_t)B);
+        for (int i = 0; i < B; i++) {
+            p[i] = (Partials){ mem + per_query * i, NULL, stride };
+            p[i].stat = p[i].part + n_kv * stride * gq * hd;
+        }
+        if (n_items > 0)
+        #pragma omp parallel if (n_items > 1)
+        {
+            float *scratch = xmalloc(sizeof(float) * (size_t)B * gq * CHUNK);
+            const float *qs[B];
+            float *os[B], *sts[B];
+            #pragma omp for schedule(static)
+            for (int64_t it = 0; it < n_items; it++) {
+                int kh = 0;
+                int64_t ch = it;
+                while (ch >= from[kh]) ch -= from[kh++];
+                for (int i = 0; i < B; i++) {
+                    qs[i] = q + (size_t)(j0 + i) * qd + (size_t)kh * gq * hd;
+                    os[i] = part_o(&p[i], kh, ch, gq, hd);
+                    sts[i] = part_st(&p[i], kh, ch, gq);
+                }
+                attend_chunk(stream_range, c, layer, kh, gq, ch * CHUNK, (ch + 1) * CHUNK, B, qs, scratch, CHUNK,
+                             ch * CHUNK, os, sts);
+            }
+            free(scratch);
+        }
+        for (int i = 0; i < B; i++) {                // in position order: append, then attend (DESIGN §3)
+            size_t j = (size_t)(j0 + i);
+            kvcache_append(c, layer, k + j * kvd, v + j * kvd);
+            attend_query(c, layer, q + j * qd, gq, from, &p[i], att, out + j * qd);
+        }
+        free(p); free(mem);
+        j0 += B;
+    }
 }

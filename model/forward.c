@@ -77,11 +77,9 @@ void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos) {
 
 void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const float *k, const float *v, int n,
                   float *att, float *out) {
-    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    for (int t = 0; t < n; t++) {       // in position order: append, then attend (DESIGN §3)
-        kvcache_append(cache, cl, k + (size_t)t * kvd, v + (size_t)t * kvd);
-        kvcache_attention(cache, cl, q + (size_t)t * qd, c->n_heads, out + (size_t)t * qd, att);
-    }
+    // In position order, token t appends its K/V and then attends over everything cached so far
+    // (DESIGN §3); the cache chunks fixed before the batch are read once for all n tokens.
+    kvcache_attend_prompt(cache, cl, q, k, v, n, c->n_heads, out, att);
 }
 
 void layer_out_ffn(const Model *m, RunState *s, int l, int n, const float *att_out) {

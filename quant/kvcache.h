@@ -59,6 +59,12 @@ KVMemory kvcache_memory(const KVCache *c, int layer /* -1 = all layers */);
 // att is scratch of [n_heads * max_tokens] floats. Heads run in parallel (OpenMP).
 // (kernels/attention.c; reads packed groups directly, never a dequantized copy.)
 void kvcache_attention(const KVCache *c, int layer, const float *q, int n_heads, float *out, float *att);
+// n consecutive prompt tokens: for each in order, append its k/v [n_kv_heads * head_dim] and
+// attend with its q, exactly as n decode steps (kvcache_append + kvcache_attention) would,
+// bit for bit; the cache chunks already fixed before the block are read once for all n.
+// q, out: [n][n_heads * head_dim]; att as above.
+void kvcache_attend_prompt(KVCache *c, int layer, const float *q, const float *k, const float *v, int n, int n_heads,
+                           float *out, float *att);
 
 // ---- inspection (tests, tools) -------------------------------------------------------
 // 1 if token t of (layer, head, K or V) is currently quantized, 0 if it is held in fp16.

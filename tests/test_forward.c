@@ -105,6 +105,55 @@ START_TEST(test_prefill_equals_decode_quantized) {
 }
 END_TEST
 
+// A long prompt, so that whole 128-token chunks are quantized before later batches arrive and
+// block prefill (kernels/attention.c) reads them once for all of a batch's queries: logits and
+// cache contents must still be bit-identical to token-by-token decoding, for fp16, KIVI,
+// per-token (quantize on append) and per-head mixed caches, and with a short sink.
+#define NLONG 420
+static float *long_logits(int kind, int batch, KVCache **keep) {
+    const Config *c = &model.config;
+    size_t V = (size_t)c->vocab_size;
+    KVSpec spec;
+    build_kvspec_uniform(&spec, c->n_layers, c->n_kv_heads, c->head_dim, kind ? 4 : 16, kind ? 2 : 16);
+    if (kind == 1) { spec.key_axis = KEY_AXIS_CHANNEL; spec.group = 4; spec.residual = 8; }
+    if (kind == 2) { spec.group = 8; spec.residual = 0; spec.sink = 3; }
+    if (kind == 3) {                                   // head 0 fp16 keys, the rest 2-bit keys
+        spec.group = 8; spec.residual = 5;
+        for (int l = 0; l < c->n_layers; l++)
+            for (int h = 0; h < c->n_kv_heads; h++) spec.bits[(size_t)l * c->n_kv_heads + h] = (KVBits){h ? 2 : 16, 8};
+    }
+    KVCache *kv = build_kvcache(&spec, NLONG);
+    free_kvspec(&spec);
+    int *tok = xmalloc(NLONG * sizeof(int));
+    for (int i = 0; i < NLONG; i++) tok[i] = (i * 7919 + 13 + i * i) % c->vocab_size;
+    float *out = xmalloc(NLONG * V * sizeof(float));
+    RunState s;
+    build_runstate(&s, c, batch, NLONG);
+    for (int i = 0; i < NLONG; i += batch) {
+        int nb = NLONG - i < batch ? NLONG - i : batch;
+        memcpy(out + (size_t)i * V, forward(&model, &s, kv, tok + i, nb, i, 1), (size_t)nb * V * sizeof(float));
+    }
+    free_runstate(&s);
+    free(tok);
+    *keep = kv;
+    return out;
+}
+
+START_TEST(test_block_prefill_long) {
+    size_t n = NLONG * (size_t)model.config.vocab_size;
+    for (int kind = 0; kind < 4; kind++) {
+        KVCache *c1, *cb;
+        float *one = long_logits(kind, 1, &c1), *many = long_logits(kind, 64, &cb);
+        ck_assert_msg(kvcache_equal(c1, cb), "kind %d: prefill and decode left different caches", kind);
+        ck_assert_msg(max_abs_diff(one, many, n) == 0.0, "kind %d: batched vs token-by-token logits differ by %g", kind,
+                      max_abs_diff(one, many, n));
+        if (kind) ck_assert(kvcache_memory(cb, -1).bits_per_elem < 16.0);
+        free(one); free(many);
+        free_kvcache(c1); free_kvcache(cb);
+    }
+}
+END_TEST
+
 START_TEST(test_last_row_only) {
     // all_logits = 0 returns the last position's logits, identical to that row of the full output
     const Config *c = &model.config;
@@ -145,6 +194,7 @@ static Suite *forward_suite(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_prefill_equals_decode);
     tcase_add_test(tc, test_prefill_equals_decode_quantized);
+    tcase_add_test(tc, test_block_prefill_long);
     tcase_add_test(tc, test_last_row_only);
     tcase_add_test(tc, test_context_matters);
     suite_add_tcase(s, tc);
