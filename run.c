@@ -6,10 +6,10 @@
 //   2. The prompt is checked for valid UTF-8 and encoded to ids by tokenizer/ (byte-level BPE
 //      with the model's pre-tokenizer; chat mode first wraps it in the model's chat template).
 //   3. forward() (model/forward.c) runs the whole prompt as one batch. Per layer: rmsnorm,
-//      the Q/K/V matmuls (kernels/kernels.c), RoPE, then position by position
-//      kvcache_append + kvcache_attention (quant/kvcache.c, kernels/attention.c: the KV cache,
-//      fp16 or quantized), the output matmul, and the SwiGLU feed-forward. A final rmsnorm and
-//      the classifier give the logits of the last position.
+//      the Q/K/V matmuls (kernels/kernels.c), RoPE, then position by position append to the
+//      KV cache and attend over it (kvcache_attend_prompt; quant/kvcache.c, kernels/attention.c:
+//      the cache, fp16 or quantized), the output matmul, and the SwiGLU feed-forward. A final
+//      rmsnorm and the classifier give the logits of the last position.
 //   4. sample() (model/sampler.c) picks the next id: argmax at -t 0, else temperature + top-p
 //      with a seeded RNG.
 //   5. tokenizer_decode_step() turns the id into bytes, holding back an incomplete UTF-8
