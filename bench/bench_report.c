@@ -130,7 +130,7 @@ static void write_md(const char *path, const char *svg_prefix, const char *comma
                "machine.\n\nSizes of this run: %s.\n\n", command, secs, sizes);
     fprintf(f, "The full protocol (compare 1,024 tokens per configuration; passkey prompts of 1k, 2k, 4k and 8k "
                "tokens with the key at 5 depths; the first 200 GSM8K test problems, all greedy-decoded) is "
-               "`make results` (bench/results.sh without flags): several hours on 2 idle cores. Smaller runs are "
+               "`make results` (bench/results.sh without flags): about 3 hours on 2 idle cores. Smaller runs are "
                "noisy: the passkey cells average the number of prompts in brackets, GSM8K accuracy counts in "
                "brackets.\n\n");
     fprintf(f, "Columns: **bits/elem**, exact bits per cached K/V element at the end of the compare text (codes + "

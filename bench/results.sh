@@ -25,21 +25,16 @@
 # 15k tokens: per length the prefix up to the deepest needle, 0.9, shared by the 5 depths, and
 # their tails, 2.5; GSM8K 13 x 200 x (~150 scored + ~40 greedy, up to 192); compare 13 x 2 x
 # 1024).
-# Measured on the 2-core development machine, one thread per process, load ~3 from other jobs:
-#   - prefill costs ~7 ms per token at short context, plus attention, which reads the whole
-#     cache for every position and dominates long prompts, above all with a quantized cache
-#     (dequantizing its groups is ~70% of the time at 1k tokens): one passkey prompt of 2k /
-#     4k tokens took 21 / 61 s with fp16; kivi kv4 took 16 / 64 / 95 s at 1k / 2k / 2.5k,
-#     i.e. ~1.3 ms x n + 28 us x n^2/2, so ~16 minutes for one 8k prompt.
-#   - passkey, 5 depths of a 2k prompt (fp16): 76 s (107 s before the prefix was shared);
-#     the gain shrinks at 8k (~1.2x), where the tail after the needle dominates.
-#   - GSM8K greedy decodes 16 problems per step: fp16 87 tok/s (44 one at a time), kivi kv4
-#     38 tok/s (28); 32 fp16 problems with --max-new 96 took 61 s (75 s before). Scoring
-#     (~1.4 s per problem with fp16, ~3 s quantized) now dominates.
-# So the full size is bounded by the passkey's 8k prompts under quantized caches: ~15-20
-# CPU-hours for passkey (12 quantized configurations x ~1.5 h), ~3 h for GSM8K, which the
-# three processes share on 2 cores. The reduced run in bench/RESULTS.md (~82k tokens) took 22
-# minutes while other jobs kept the load at 14-19.
+# Measured on the 2-core development machine (idle apart from this run, three processes side
+# by side), with block prefill attention (kernels/attention.c) and batched greedy decoding:
+#   - one passkey prompt of 1k / 2k / 4k / 8k tokens takes ~11 / 19 / 60 / 115 s per
+#     configuration (prefill, key scoring and greedy together); with 5 depths sharing the
+#     haystack prefix a length costs ~3.4 prompts;
+#   - GSM8K: 40 problems (all greedy-decoded, 16 per step) take 66-78 s per configuration;
+#   - compare: 13 configurations x 1,024 tokens take ~2 minutes.
+# So the full size is about 3 hours on 2 idle cores: passkey ~2 h (8k prompts ~85 min),
+# GSM8K ~1 h, compare a few minutes. The run in bench/RESULTS.md (one depth, 40 problems)
+# took the time it states there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
