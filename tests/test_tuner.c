@@ -178,17 +178,21 @@ static void check_front_valid(const Front *f, const GroupSpace *gs) {
     }
 }
 
+// A random table of L layers: the error model plus noise (fronts of 3..9 pairs per layer).
+static void random_senstable(SensTable *t, int L, uint64_t seed) {
+    build_senstable(t, L);
+    rng_state = seed;
+    for (int l = 0; l < L; l++) {
+        double a = exp(-6 * urand()), b = exp(-6 * urand());
+        for (int p = 0; p < TUNE_NPAIRS; p++) sens_err(t, l)[p] = model_err(a, b, p) * exp(0.6 * (urand() - 0.5));
+    }
+}
+
 START_TEST(test_dp_equals_brute) {
     for (uint64_t seed = 1; seed <= 12; seed++) {
         const int L = 9;
         SensTable t;
-        build_senstable(&t, L);
-        rng_state = seed * 0x9e3779b97f4a7c15ULL;
-        for (int l = 0; l < L; l++) {
-            double a = exp(-6 * urand()), b = exp(-6 * urand());
-            for (int p = 0; p < TUNE_NPAIRS; p++)          // model plus noise: fronts of 3..9 pairs
-                sens_err(&t, l)[p] = model_err(a, b, p) * exp(0.6 * (urand() - 0.5));
-        }
+        random_senstable(&t, L, seed * 0x9e3779b97f4a7c15ULL);
         unsigned char *keep = prune_all(&t);
         Clustering c;
         tune_cluster(&t, keep, 4, &c);                     // 4 groups of uneven sizes
@@ -230,12 +234,7 @@ START_TEST(test_best_equals_brute) {
     for (uint64_t seed = 1; seed <= 8; seed++) {
         const int L = 8;
         SensTable t;
-        build_senstable(&t, L);
-        rng_state = seed * 0x2545f4914f6cdd1dULL;
-        for (int l = 0; l < L; l++) {
-            double a = exp(-6 * urand()), b = exp(-6 * urand());
-            for (int p = 0; p < TUNE_NPAIRS; p++) sens_err(&t, l)[p] = model_err(a, b, p) * exp(0.6 * (urand() - 0.5));
-        }
+        random_senstable(&t, L, seed * 0x2545f4914f6cdd1dULL);
         if (seed == 1) for (int p = 0; p < TUNE_NPAIRS; p++) sens_err(&t, 3)[p] = 0.5;   // a tie-only layer
         unsigned char *keep = prune_all(&t);
         Clustering c;
