@@ -30,8 +30,8 @@
 #   - compare: 13 configurations x 1,024 tokens, 5.6 min (~25 s each, sharing the cores);
 #   - GSM8K: 200 problems, all greedy-decoded, 80 min for the 13 configurations (5.5-7 min each);
 #   - passkey 1k/2k/4k at 5 depths: 71 min (7 / 15 / 49 min by length); 8k at 3 depths:
-#     PASSKEY_LONG_TIME.
-# The parts run side by side, so the whole is about TOTAL_TIME of wall time; the time of the run in
+#     1 h 16 min.
+# The parts run side by side, so the whole is about 2 h 30 min of wall time; the time of the run in
 # bench/RESULTS.md is stated there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
