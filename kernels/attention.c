@@ -12,7 +12,7 @@
 // (with its own max and sum) and weighted values in one go, and the chunks are merged at the
 // end. Chunking depends only on the context length and the merge runs in a fixed order, so
 // results are deterministic, which keeps batched prefill and token-by-token decoding
-// bit-identical (DESIGN §3).
+// bit-identical (docs/DESIGN.md §3).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -430,7 +430,7 @@ void kvcache_attend_prompt(KVCache *c, int layer, const float *q, const float *k
             }
             free(scratch);
         }
-        for (int i = 0; i < B; i++) {                // in position order: append, then attend (DESIGN §3)
+        for (int i = 0; i < B; i++) {                // in position order: append, then attend (docs/DESIGN.md §3)
             size_t j = (size_t)(j0 + i);
             kvcache_append(c, layer, k + j * kvd, v + j * kvd);
             attend_query(c, layer, q + j * qd, gq, from, &p[i], att, out + j * qd);

@@ -4,7 +4,7 @@
 // once per batch instead of once per token, which is what makes prefill fast. Attention then
 // runs position by position in order: token t appends its K/V to the cache and attends over
 // everything cached so far, so a batched prefill fills and reads the (possibly quantized)
-// cache exactly as token-by-token decoding would (DESIGN.md §3).
+// cache exactly as token-by-token decoding would (docs/DESIGN.md §3).
 #include "model.h"
 #include "../kernels/kernels.h"
 #include "../util/util.h"
@@ -78,7 +78,7 @@ void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos) {
 void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const float *k, const float *v, int n,
                   float *att, float *out) {
     // In position order, token t appends its K/V and then attends over everything cached so far
-    // (DESIGN §3); the cache chunks fixed before the batch are read once for all n tokens.
+    // (docs/DESIGN.md §3); the cache chunks fixed before the batch are read once for all n tokens.
     kvcache_attend_prompt(cache, cl, q, k, v, n, c->n_heads, out, att);
 }
 
