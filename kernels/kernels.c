@@ -4,6 +4,7 @@
 // must consume the weights at memory speed, converting f16/bf16 to f32 in registers.
 // Build with -DKVT_PORTABLE to use only the plain C path.
 #include "kernels.h"
+#include "matmul_q8.h"
 #include "../util/util.h"
 
 #include <math.h>
@@ -207,6 +208,7 @@ static int have_avx2(void) {
 #endif
 
 void matmul(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+    if (wt == DTYPE_Q8_0) { matmul_q8_0(out, x, w, n, k, d); return; }   // integer dot products
 #ifdef KVT_X86
     if (have_avx2()) { matmul_avx(out, x, w, wt, n, k, d); return; }
 #endif
@@ -240,7 +242,8 @@ void swiglu(float *h, const float *g, const float *u, int n) {
 }
 
 void embed(float *out, const void *table, DType wt, int dim, int token) {
-    row_to_f32(out, table, wt, (size_t)token, dim);
+    if (wt == DTYPE_Q8_0) q8_0_dequantize_row(out, (const BlockQ8_0 *)table + (size_t)token * (dim / Q8_0_BLOCK), dim);
+    else row_to_f32(out, table, wt, (size_t)token, dim);
 }
 
 // ---- RoPE --------------------------------------------------------------------------------

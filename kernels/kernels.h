@@ -5,7 +5,8 @@
 
 #include "../model/config.h"
 
-// out[n][d] = x[n][k] . W[d][k]^T, W in f32/f16/bf16, fp32 accumulation. OpenMP over rows of W.
+// out[n][d] = x[n][k] . W[d][k]^T, W in f32/f16/bf16 (fp32 accumulation) or q8_0 (int8 dot
+// products per block of 32, kernels/matmul_q8.c). OpenMP over rows of W.
 void matmul(float *out, const float *x, const void *w, DType wt, int n, int k, int d);
 // o[n][dim] = x * rsqrt(mean(x^2) + eps) * weight
 void rmsnorm(float *o, const float *x, const float *weight, int n, int dim, float eps);
