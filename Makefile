@@ -57,6 +57,7 @@ MODEL_GGUF  := models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_BIN   := models/smollm2-135m-instruct.bin
 TINY_BIN    := models/tiny.bin
 MODEL_F32   := models/smollm2-135m-instruct-f32.bin
+MODEL_Q8    := models/smollm2-135m-instruct-q8_0.bin
 L3_TINY_HF  := models/llama3-tiny-hf
 L3_TINY_BIN := models/llama3-tiny-f32.bin
 
@@ -162,6 +163,11 @@ model: $(MODEL_BIN)
 $(MODEL_F32): $(MODEL_GGUF) | export
 	./export/export $(MODEL_GGUF) $@ --dtype f32
 
+# q8_0 export of the same GGUF (its Q8_0 embedding copied, the Q4_1 matrices requantized):
+# the golden test holds it to transformers too, with the bound its 8-bit weights need.
+$(MODEL_Q8): $(MODEL_GGUF) | export
+	./export/export $(MODEL_GGUF) $@ --dtype q8_0
+
 # A random-weight Llama-3-shaped Hugging Face checkpoint, generated in plain Python (no torch),
 # exported with f32 weights: tests/test_llama3_hf.c holds it to transformers' golden logits.
 $(L3_TINY_HF)/config.json: tests/reference/make_llama3_tiny.py
@@ -176,12 +182,12 @@ run-demo: all model
 	./run $(MODEL_BIN) -i "The capital of France is" -n 48 -t 0
 
 # ---- tests ---------------------------------------------------------------------------
-test: all $(TEST_BIN) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
+test: all $(TEST_BIN) $(MODEL_BIN) $(MODEL_F32) $(MODEL_Q8) $(L3_TINY_BIN) $(TINY_BIN)
 	@bash tests/run_all.sh $(BUILD)/tests
 
 test-asan:
 	$(MAKE) BUILD=build-asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined $(OPENMP)" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
+	        LDFLAGS="-fsanitize=address,undefined $(OPENMP)" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) $(MODEL_BIN) $(MODEL_F32) $(MODEL_Q8) $(L3_TINY_BIN) $(TINY_BIN)
 	KVT_BIN_DIR=build-asan bash tests/run_all.sh build-asan/tests
 
 clean:
