@@ -123,13 +123,14 @@ $(BUILD)/cuda_emulate: $(BUILD)/obj/kernels/cuda/cuda_emulate.o $(CUDA_LIB) $(LI
 $(BUILD)/cuda_decode: $(BUILD)/obj/bench/cuda_decode.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 
-# KV-cache decode and attention benchmarks (issue 4) and the memory-bandwidth probe (issue 2).
-$(BUILD)/kv_decode $(BUILD)/kv_attention: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(CUDA_LIB) $(LIB)
+# KV-cache decode and attention benchmarks (issue 4), weight-quantization KL (bench/weights_kl.c)
+# and the memory-bandwidth probe (issue 2).
+$(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/weights_kl: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 $(BUILD)/membw: $(BUILD)/obj/bench/membw.o
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 # Every CPU benchmark program; .ci/run builds them so they cannot rot.
-bench: $(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/membw $(BUILD)/tokenizer_speed $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report
+bench: $(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/weights_kl $(BUILD)/membw $(BUILD)/tokenizer_speed $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report
 
 # Tokenizer encode speed (bench/tokenizer_speed.py runs it beside the tokenizers library).
 $(BUILD)/tokenizer_speed: $(BUILD)/obj/bench/tokenizer_speed.o $(LIB)
