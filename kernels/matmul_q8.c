@@ -240,29 +240,32 @@ Q8Variant q8_variant_best(void) {
     return q8_variant_available(Q8_AVX512_VNNI) ? Q8_AVX512_VNNI : q8_variant_available(Q8_AVX2) ? Q8_AVX2 : Q8_PORTABLE;
 }
 
-// Quantize the n tokens' activations once, then split the rows over threads in blocks of four
-// (each weight byte is read by one thread only) and run every token through each block while
-// its rows are in L1. A short last block repeats its last row.
-static void matmul_q8_with(Dot4Fn *dot4, QuantFn *quant, float *out, const float *x, const void *w, int n, int k,
-                           int d) {
+// Quantize the n tokens' activations once, then split the rows of all the outputs over threads
+// in blocks of four (each weight byte is read by one thread only) and run every token through
+// each block while its rows are in L1. A short last block repeats its last row.
+static void matmul_q8_with(Dot4Fn *dot4, QuantFn *quant, const float *x, int n, int k, const MatmulOut *outs,
+                           int count) {
     if (k % Q8_0_BLOCK) fatal("matmul: q8_0 weights need an input size that is a multiple of %d, not %d", Q8_0_BLOCK, k);
-    int nb = k / Q8_0_BLOCK;
+    int nb = k / Q8_0_BLOCK, nblocks = 0;
     size_t row_bytes = (size_t)nb * sizeof(BlockQ8_0);
+    int64_t work = 0;
+    for (int i = 0; i < count; i++) { work += (int64_t)n * k * outs[i].d; nblocks += (outs[i].d + MM_ROWS - 1) / MM_ROWS; }
     int8_t *xq = xmalloc((size_t)n * k);
     float *xd = xmalloc((size_t)n * nb * sizeof(float));
     for (int t = 0; t < n; t++) quant(xq + (size_t)t * k, xd + (size_t)t * nb, x + (size_t)t * k, k);
-    const BlockQ8_0 *W = w;
-    int nblocks = (d + MM_ROWS - 1) / MM_ROWS;
-    #pragma omp parallel for schedule(static) if ((int64_t)n * k * d >= MM_PARALLEL_MIN)
+    #pragma omp parallel for schedule(static) if (work >= MM_PARALLEL_MIN)
     for (int blk = 0; blk < nblocks; blk++) {
-        int j0 = blk * MM_ROWS, nr = d - j0 < MM_ROWS ? d - j0 : MM_ROWS;
-        const BlockQ8_0 *r[MM_ROWS];
+        const MatmulOut *o = outs;
+        int b = blk;
+        while (b >= (o->d + MM_ROWS - 1) / MM_ROWS) b -= (o++->d + MM_ROWS - 1) / MM_ROWS;
+        int d = o->d, j0 = b * MM_ROWS, nr = d - j0 < MM_ROWS ? d - j0 : MM_ROWS;
+        const BlockQ8_0 *W = o->w, *r[MM_ROWS];
         for (int q = 0; q < MM_ROWS; q++) r[q] = W + (size_t)(j0 + (q < nr ? q : nr - 1)) * nb;
         const char *next = j0 + 2 * MM_ROWS <= d ? (const char *)(W + (size_t)(j0 + MM_ROWS) * nb) : NULL;
         for (int t = 0; t < n; t++) {
-            float o[MM_ROWS];
-            dot4(o, r, xq + (size_t)t * k, xd + (size_t)t * nb, nb, t == 0 ? next : NULL, row_bytes);
-            for (int q = 0; q < nr; q++) out[(size_t)t * d + j0 + q] = o[q];
+            float res[MM_ROWS];
+            dot4(res, r, xq + (size_t)t * k, xd + (size_t)t * nb, nb, t == 0 ? next : NULL, row_bytes);
+            for (int q = 0; q < nr; q++) o->out[(size_t)t * d + j0 + q] = res[q];
         }
     }
     free(xq);
@@ -277,15 +280,16 @@ void q8_quantize_act(Q8Variant v, int8_t *xq, float *xd, const float *x, int k) 
     q8_quantize_act_ref(xq, xd, x, k);
 }
 
-void matmul_q8_0_variant(Q8Variant v, float *out, const float *x, const void *w, int n, int k, int d) {
+void matmul_q8_0_multi(Q8Variant v, const float *x, int n, int k, const MatmulOut *outs, int count) {
     if (!q8_variant_available(v)) fatal("matmul: the %s q8_0 kernel is not available on this CPU", q8_variant_name(v));
 #ifdef KVT_X86
-    if (v == Q8_AVX512_VNNI) { matmul_q8_with(dot4_vnni, quantize_act_avx2, out, x, w, n, k, d); return; }
-    if (v == Q8_AVX2) { matmul_q8_with(dot4_avx2, quantize_act_avx2, out, x, w, n, k, d); return; }
+    if (v == Q8_AVX512_VNNI) { matmul_q8_with(dot4_vnni, quantize_act_avx2, x, n, k, outs, count); return; }
+    if (v == Q8_AVX2) { matmul_q8_with(dot4_avx2, quantize_act_avx2, x, n, k, outs, count); return; }
 #endif
-    matmul_q8_with(dot4_portable, q8_quantize_act_ref, out, x, w, n, k, d);
+    matmul_q8_with(dot4_portable, q8_quantize_act_ref, x, n, k, outs, count);
 }
 
-void matmul_q8_0(float *out, const float *x, const void *w, int n, int k, int d) {
-    matmul_q8_0_variant(q8_variant_best(), out, x, w, n, k, d);
+void matmul_q8_0_variant(Q8Variant v, float *out, const float *x, const void *w, int n, int k, int d) {
+    MatmulOut o = {out, w, d};
+    matmul_q8_0_multi(v, x, n, k, &o, 1);
 }

@@ -1,12 +1,13 @@
 // matmul_q8.h: matrices with Q8_0 weights (config.h BlockQ8_0: GGUF's Q8_0 block, an fp16
-// scale and 32 int8 codes along a row). matmul() (kernels.h) calls matmul_q8_0 for
-// DTYPE_Q8_0; the pieces are exposed here so that tests/test_kernels.c can check every
+// scale and 32 int8 codes along a row). matmul() and matmul_multi() (kernels.h) call
+// matmul_q8_0_multi for DTYPE_Q8_0; the pieces are exposed here so that tests/test_kernels.c can check every
 // instruction-set variant against a plain reference, and the exporter can quantize weights.
 #ifndef KVT_MATMUL_Q8_H
 #define KVT_MATMUL_Q8_H
 
 #include <stdint.h>
 #include "../model/config.h"
+#include "kernels.h"
 
 // ---- weights (the exporter's quantizer and the embedding lookup) -------------------------
 
@@ -30,7 +31,7 @@ void q8_quantize_act_ref(int8_t *xq, float *xd, const float *x, int k);
 typedef enum { Q8_PORTABLE = 0, Q8_AVX2 = 1, Q8_AVX512_VNNI = 2, Q8_VARIANTS = 3 } Q8Variant;
 const char *q8_variant_name(Q8Variant v);       // "portable", "avx2", "avx512vnni"
 int q8_variant_available(Q8Variant v);          // compiled in and supported by this CPU
-Q8Variant q8_variant_best(void);                // what matmul_q8_0 uses
+Q8Variant q8_variant_best(void);                // what matmul() uses
 
 // The activation quantizer variant v uses (its SIMD copy must give q8_quantize_act_ref's bytes).
 void q8_quantize_act(Q8Variant v, int8_t *xq, float *xd, const float *x, int k);
@@ -39,6 +40,7 @@ void q8_quantize_act(Q8Variant v, int8_t *xq, float *xd, const float *x, int k);
 // (which must be available). Rows are split over OpenMP threads; a token's outputs do not
 // depend on n (prefill equals decode bit for bit).
 void matmul_q8_0_variant(Q8Variant v, float *out, const float *x, const void *w, int n, int k, int d);
-void matmul_q8_0(float *out, const float *x, const void *w, int n, int k, int d);
+// matmul_multi (kernels.h) with Q8_0 weights: x is quantized once for all the outputs.
+void matmul_q8_0_multi(Q8Variant v, const float *x, int n, int k, const MatmulOut *outs, int count);
 
 #endif

@@ -100,6 +100,40 @@ START_TEST(test_matmul_batched_equals_single) {
 }
 END_TEST
 
+START_TEST(test_matmul_multi_equals_single) {
+    // matmul_multi (three outputs of one input, one parallel region) gives each output exactly
+    // what its own matmul call gives, for every dtype, in decode and in a batch.
+    int k = 96;
+    const int ds[3] = {37, 8, 131}, ns[2] = {1, 7};
+    float *x = xmalloc(7 * (size_t)k * 4), *w = xmalloc(131 * (size_t)k * 4), *wr = xmalloc(131 * (size_t)k * 4);
+    fill(x, 7 * (size_t)k, 1.0f);
+    fill(w, 131 * (size_t)k, 1.0f);
+    for (DType wt = DTYPE_F32; wt <= DTYPE_Q8_0; wt++)
+        for (int a = 0; a < 2; a++) {
+            int n = ns[a];
+            void *wq[3];
+            MatmulOut o[3];
+            float *one = xmalloc((size_t)n * 131 * 4);
+            for (int i = 0; i < 3; i++) {
+                wq[i] = wt == DTYPE_Q8_0 ? random_q8_0(ds[i], k) : encode_weights(w + i, wr, (size_t)ds[i] * k, wt);
+                o[i] = (MatmulOut){xmalloc((size_t)n * ds[i] * 4), wq[i], ds[i]};
+                for (size_t e = 0; e < (size_t)n * ds[i]; e++) o[i].out[e] = NAN;
+            }
+            matmul_multi(x, wt, n, k, o, 3);
+            for (int i = 0; i < 3; i++) {
+                matmul(one, x, wq[i], wt, n, k, ds[i]);
+                for (size_t e = 0; e < (size_t)n * ds[i]; e++)
+                    ck_assert_msg(o[i].out[e] == one[e], "%s n=%d output %d [%zu]: multi %g, single %g", dtype_name(wt), n, i, e,
+                                  o[i].out[e], one[e]);
+                free(o[i].out);
+                free(wq[i]);
+            }
+            free(one);
+        }
+    free(x); free(w); free(wr);
+}
+END_TEST
+
 // ---- Q8_0 weights (kernels/matmul_q8.c) ---------------------------------------------------
 //
 // The plain reference below is the definition of the Q8_0 matmul, written out with nothing
@@ -426,6 +460,7 @@ static Suite *kernels_suite(void) {
     tcase_add_test(tc, test_matmul_all_dtypes);
     tcase_add_test(tc, test_matmul_model_sizes);
     tcase_add_test(tc, test_matmul_batched_equals_single);
+    tcase_add_test(tc, test_matmul_multi_equals_single);
     tcase_add_test(tc, test_matmul_q8_0);
     tcase_add_test(tc, test_q8_0_activations);
     tcase_add_test(tc, test_q8_0_weight_rows);
