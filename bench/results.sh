@@ -115,4 +115,6 @@ LONG_SIZES=$([ "$LONG_LENGTHS" = none ] || echo ", lengths $LONG_LENGTHS at dept
 "$BUILD/bench_report" --dir "$OUT" --md bench/RESULTS.md --svg-prefix bench/results \
     --seconds "$secs" --command "bench/results.sh$ARGS" \
     --sizes "compare $TOKENS tokens; passkey lengths $LENGTHS at depths $DEPTHS$LONG_SIZES; GSM8K $PROBLEMS problems scored, $GEN generated (max $MAXNEW tokens)"
+# The weight-quantization section (bench/peer_weights.sh writes it) stays at the end.
+if [ -f bench/RESULTS_weights.md ]; then { echo; cat bench/RESULTS_weights.md; } >> bench/RESULTS.md; fi
 echo "bench/RESULTS.md written ($secs s)"
