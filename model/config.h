@@ -13,8 +13,7 @@ typedef enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3 } DT
 typedef struct {
     uint16_t d;                  // fp16 scale
     int8_t q[Q8_0_BLOCK];        // codes; w[i] = d * q[i]
-} BlockQ8_0;                     // 34 bytes, no padding: byte-compatible with GGUF
-_Static_assert(sizeof(BlockQ8_0) == 2 + Q8_0_BLOCK, "BlockQ8_0 must be GGUF's 34-byte block");
+} BlockQ8_0;                     // 34 bytes, no padding: byte-compatible with GGUF (modelbin.c checks)
 
 typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LLAMA3 = 1 } RopeScaling;
 

@@ -18,6 +18,9 @@
 #define MAX_VOCAB    (1 << 24)
 #define MAX_SEQ      (1 << 24)
 
+// config.h's BlockQ8_0 is GGUF's Q8_0 block, fp16 scale and 32 codes, with no padding.
+_Static_assert(sizeof(BlockQ8_0) == 2 + Q8_0_BLOCK, "BlockQ8_0 must be GGUF's 34-byte block");
+
 static char check_msg[200];
 
 static const char *bad(const char *fmt, long long v) {
