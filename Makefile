@@ -123,8 +123,8 @@ $(BUILD)/cuda_emulate: $(BUILD)/obj/kernels/cuda/cuda_emulate.o $(CUDA_LIB) $(LI
 $(BUILD)/cuda_decode: $(BUILD)/obj/bench/cuda_decode.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 
-# KV-cache decode and attention benchmarks (issue 4), weight-quantization KL (bench/weights_kl.c)
-# and the memory-bandwidth probe (issue 2).
+# KV-cache decode and attention benchmarks (issue 4) and the memory-bandwidth probe (issue 2);
+# build/weights_kl: KL of one weight export against another (bench/weights_kl.c).
 $(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/weights_kl: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 $(BUILD)/membw: $(BUILD)/obj/bench/membw.o
