@@ -16,8 +16,9 @@
 //   f16 export: figures printed; within F16_MAX_DLOGIT of fp16kv; continuation may differ
 //     only at a near tie.
 //   q8_0 export: within Q8_POS0_MAX_DLOGIT at position 0 and Q8_MAX_DLOGIT elsewhere of both
-//     references (set from the measured figures below), top-1 equal at >= 95% of positions,
-//     continuation may differ only where transformers' top-2 were within Q8_TIE.
+//     references (set from the measured figures below), top-1 different at no more than
+//     1 + n/20 of n positions, continuation may differ only where transformers' top-2 were
+//     within Q8_TIE.
 #include "testutil.h"
 #include "golden.h"
 #include "../util/util.h"
@@ -47,12 +48,14 @@
 // moves by up to d/2 = amax/254 of its block, ~20x the f16 rounding, and the logits move ~20x
 // as far: measured against fp32 transformers (tests/golden/README.md), at most 0.47 at position
 // 0, 1.73 over the top-20 of every prompt position, 1.02 over the full last logits (weights
-// alone, with f32 activations: 1.02 / 1.02). A wrong scale or block order moves them by whole
-// units and more. Greedy continuations leave the golden ones only at near ties: where
-// transformers' top-2 were within 0.041 (shakespeare, token 21) and 0.010 (recipe, token 8).
+// alone, with f32 activations: 1.02 / 1.02). Like the fp16 cache's, the activation codes'
+// rounding is chaotic: the sanitizer build (-O1, other float summation orders upstream of the
+// codes) lands at 0.47, 1.48 and 2.19, with one more top-1 flip. A wrong scale or block order
+// moves logits by 24 and more. Greedy continuations leave the golden ones only at near ties:
+// where transformers' top-2 were within 0.041 (shakespeare, token 21) and 0.010 (recipe, 8).
 #define Q8_MODEL "models/smollm2-135m-instruct-q8_0.bin"
 #define Q8_POS0_MAX_DLOGIT 1.0
-#define Q8_MAX_DLOGIT 2.5
+#define Q8_MAX_DLOGIT 4.0
 #define Q8_TIE 0.1
 
 static char **names;
@@ -179,9 +182,10 @@ START_TEST(test_q8_0_close_to_transformers) {
     ck_assert_msg(r32.max_topk <= Q8_MAX_DLOGIT, "%s: q8_0 top-20 max|dlogit| vs fp32 %.3e > %g", g.name, r32.max_topk, Q8_MAX_DLOGIT);
     ck_assert_msg(r.max_topk <= Q8_MAX_DLOGIT, "%s: q8_0 top-20 max|dlogit| vs fp16kv %.3e > %g", g.name, r.max_topk, Q8_MAX_DLOGIT);
     ck_assert_msg(r.max_last <= Q8_MAX_DLOGIT, "%s: q8_0 last-position max|dlogit| %.3e > %g", g.name, r.max_last, Q8_MAX_DLOGIT);
-    // top-1 may differ only rarely (measured: 1 of 42 and 2 of 101 positions)
-    ck_assert_msg(r32.top1_agree * 20 >= g32.n_prompt * 19, "%s: q8_0 top-1 differs from fp32 at %d of %d positions", g.name,
-                  g32.n_prompt - r32.top1_agree, g32.n_prompt);
+    // top-1 may differ only rarely (measured: at most 1 of 17, 1 of 42, 3 of 101 positions)
+    int flips = g32.n_prompt - r32.top1_agree;
+    ck_assert_msg(flips <= 1 + g32.n_prompt / 20, "%s: q8_0 top-1 differs from fp32 at %d of %d positions", g.name, flips,
+                  g32.n_prompt);
     assert_continuation(&g32, r32, Q8_TIE, "q8_0");
     free_golden_case(&g);
     free_golden_case(&g32);

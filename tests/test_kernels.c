@@ -105,9 +105,9 @@ START_TEST(test_matmul_multi_equals_single) {
     // what its own matmul call gives, for every dtype, in decode and in a batch.
     int k = 96;
     const int ds[3] = {37, 8, 131}, ns[2] = {1, 7};
-    float *x = xmalloc(7 * (size_t)k * 4), *w = xmalloc(131 * (size_t)k * 4), *wr = xmalloc(131 * (size_t)k * 4);
+    float *x = xmalloc(7 * (size_t)k * 4), *w = xmalloc((131 * (size_t)k + 2) * 4), *wr = xmalloc(131 * (size_t)k * 4);
     fill(x, 7 * (size_t)k, 1.0f);
-    fill(w, 131 * (size_t)k, 1.0f);
+    fill(w, 131 * (size_t)k + 2, 1.0f);              // output i's weights start at w + i
     for (DType wt = DTYPE_F32; wt <= DTYPE_Q8_0; wt++)
         for (int a = 0; a < 2; a++) {
             int n = ns[a];
