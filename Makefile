@@ -65,6 +65,7 @@ MODEL_GGUF  := models/SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_BIN   := models/smollm2-135m-instruct.bin
 TINY_BIN    := models/tiny.bin
 MODEL_F32   := models/smollm2-135m-instruct-f32.bin
+MODEL_Q8    := models/smollm2-135m-instruct-q8_0.bin
 L3_TINY_HF  := models/llama3-tiny-hf
 L3_TINY_BIN := models/llama3-tiny-f32.bin
 
@@ -130,13 +131,14 @@ $(BUILD)/cuda_emulate: $(BUILD)/obj/kernels/cuda/cuda_emulate.o $(CUDA_LIB) $(LI
 $(BUILD)/cuda_decode: $(BUILD)/obj/bench/cuda_decode.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 
-# KV-cache decode and attention benchmarks and the memory-bandwidth probe.
-$(BUILD)/kv_decode $(BUILD)/kv_attention: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(CUDA_LIB) $(LIB)
+# KV-cache decode and attention benchmarks and the memory-bandwidth probe;
+# build/weights_kl: KL of one weight export against another (bench/weights_kl.c).
+$(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/weights_kl: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 $(BUILD)/membw: $(BUILD)/obj/bench/membw.o
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 # Every CPU benchmark program; .ci/run builds them so they cannot rot.
-bench: $(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/membw $(BUILD)/tokenizer_speed $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report
+bench: $(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/weights_kl $(BUILD)/membw $(BUILD)/tokenizer_speed $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report
 
 # Tokenizer encode speed (bench/tokenizer_speed.py runs it beside the tokenizers library).
 $(BUILD)/tokenizer_speed: $(BUILD)/obj/bench/tokenizer_speed.o $(LIB)
@@ -172,6 +174,11 @@ model: $(MODEL_BIN)
 $(MODEL_F32): $(MODEL_GGUF) | export
 	./export/export $(MODEL_GGUF) $@ --dtype f32
 
+# q8_0 export of the same GGUF (its Q8_0 embedding copied, the Q4_1 matrices requantized):
+# the golden test holds it to transformers too, with the bound its 8-bit weights need.
+$(MODEL_Q8): $(MODEL_GGUF) | export
+	./export/export $(MODEL_GGUF) $@ --dtype q8_0
+
 # A random-weight Llama-3-shaped Hugging Face checkpoint, generated in plain Python (no torch),
 # exported with f32 weights: tests/test_llama3_hf.c holds it to transformers' golden logits.
 $(L3_TINY_HF)/config.json: tests/reference/make_llama3_tiny.py
@@ -190,14 +197,14 @@ run-demo: all model
 # setup/ensure.sh has installed it.
 test: check-framework
 	@$(MAKE) --no-print-directory test-suites
-test-suites: all $(TEST_BIN) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
+test-suites: all $(TEST_BIN) $(MODEL_BIN) $(MODEL_F32) $(MODEL_Q8) $(L3_TINY_BIN) $(TINY_BIN)
 	@bash tests/run_all.sh $(BUILD)/tests
 check-framework:
 	@CC="$(CC)" bash setup/ensure.sh check $(DEPS_DIR)
 
 test-asan: check-framework
 	$(MAKE) BUILD=build-asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	        LDFLAGS="-fsanitize=address,undefined $(OPENMP)" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
+	        LDFLAGS="-fsanitize=address,undefined $(OPENMP)" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) $(MODEL_BIN) $(MODEL_F32) $(MODEL_Q8) $(L3_TINY_BIN) $(TINY_BIN)
 	KVT_BIN_DIR=build-asan bash tests/run_all.sh build-asan/tests
 
 clean:

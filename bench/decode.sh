@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/decode.sh: decode speed of the default model (SmolLM2-135M-Instruct) with f32, f16
-# and bf16 weights, after a prompt filling the context to ~512 and ~4096 tokens, plus peak RSS
+# bench/decode.sh: decode speed of the default model (SmolLM2-135M-Instruct) with f32, f16,
+# bf16 and q8_0 weights, after a prompt filling the context to ~512 and ~4096 tokens, plus peak RSS
 # and this machine's memory bandwidth (bench/membw.c), to say how close decode comes to the
 # bound: every decoded token reads all the weights once, plus the KV cache so far.
 #
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2}
 STEPS=${STEPS:-64}
 CTXS=${CTXS:-"512 4096"}
-DTYPES=${DTYPES:-"f32 f16 bf16"}
+DTYPES=${DTYPES:-"f32 f16 bf16 q8_0"}
 GGUF=models/SmolLM2-135M-Instruct.Q4_1.gguf
 OUT=bench/out
 RUN=${RUN:-./run}

@@ -102,8 +102,9 @@ int main(int argc, char **argv) {
     if (n <= PREFILL) fatal("%s: fewer than %d tokens", argv[2], PREFILL + 1);
     float *rows = real_rows(&m, ids);
     // Bytes of weights read per decoded token: every matrix, plus one embedding row.
-    double wbytes = (double)dtype_size(c->wdtype) * ((double)c->n_layers * ((double)c->dim * c->head_dim * (2 * c->n_heads + 2 * c->n_kv_heads) +
-                    3.0 * c->dim * c->hidden_dim) + (double)c->vocab_size * c->dim);
+    double row_d = (double)dtype_bytes(c->wdtype, (uint64_t)c->dim), row_h = (double)dtype_bytes(c->wdtype, (uint64_t)c->hidden_dim);
+    double wbytes = (double)c->n_layers * ((double)c->head_dim * (2 * c->n_heads + 2 * c->n_kv_heads) * row_d +
+                    2.0 * c->hidden_dim * row_d + (double)c->dim * row_h) + (double)c->vocab_size * row_d;
     printf("%-8s %-5s %6s %9s %8s %12s %9s\n", "preset", "kv", "ctx", "tok/s", "vs fp16", "KV B/token", "bound");
     for (int ci = 0; ci < n_ctx; ci++)
         for (int kivi = 0; kivi < 2; kivi++) {

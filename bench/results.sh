@@ -115,4 +115,6 @@ LONG_SIZES=$([ "$LONG_LENGTHS" = none ] || echo ", lengths $LONG_LENGTHS at dept
 "$BUILD/bench_report" --dir "$OUT" --md bench/results/RESULTS.md --svg-prefix bench/results/results \
     --seconds "$secs" --command "bench/results.sh$ARGS" \
     --sizes "compare $TOKENS tokens; passkey lengths $LENGTHS at depths $DEPTHS$LONG_SIZES; GSM8K $PROBLEMS problems scored, $GEN generated (max $MAXNEW tokens)"
+# The weight-quantization section (bench/peer_weights.sh writes it) stays at the end.
+if [ -f bench/results/RESULTS_weights.md ]; then { echo; cat bench/results/RESULTS_weights.md; } >> bench/results/RESULTS.md; fi
 echo "bench/results/RESULTS.md written ($secs s)"

@@ -12,14 +12,16 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-        "usage: export IN OUT [--dtype f32|f16|bf16]\n"
-        "       export --random SHAPE --tokenizer SRC OUT [--dtype f32|f16|bf16] [--seed N]\n"
+        "usage: export IN OUT [--dtype f32|f16|bf16|q8_0]\n"
+        "       export --random SHAPE --tokenizer SRC OUT [--dtype f32|f16|bf16|q8_0] [--seed N]\n"
         "\n"
         "  IN     a GGUF file (llama architecture; tensor types F32 F16 BF16 Q8_0 Q4_0 Q4_1)\n"
         "         or a Hugging Face folder: config.json, *.safetensors (with\n"
         "         model.safetensors.index.json when sharded), tokenizer.json\n"
         "  OUT    the model.bin to write (written to OUT.tmp, then renamed)\n"
-        "  --dtype  weight dtype of the embedding and matrices (default f32; norms stay f32)\n"
+        "  --dtype  weight dtype of the embedding and matrices (default f32; norms stay f32).\n"
+        "         q8_0: GGUF's Q8_0 blocks (fp16 scale + 32 int8 per 32 weights along a row);\n"
+        "         a GGUF tensor already in Q8_0 is copied as it is, others are quantized\n"
         "  --random SHAPE  random weights of a named shape: tiny (2 layers, dim 64, untied,\n"
         "         Llama-3.1 rope scaling), smollm2-135m, llama3-8b (Llama-3.1-8B dims)\n"
         "  --tokenizer SRC  tokenizer for --random: a GGUF, a tokenizer.json, a tiktoken\n"
@@ -32,7 +34,8 @@ static DType parse_dtype(const char *s) {
     if (strcmp(s, "f32") == 0) return DTYPE_F32;
     if (strcmp(s, "f16") == 0) return DTYPE_F16;
     if (strcmp(s, "bf16") == 0) return DTYPE_BF16;
-    fatal("--dtype: unknown dtype \"%s\" (use f32, f16 or bf16)", s);
+    if (strcmp(s, "q8_0") == 0) return DTYPE_Q8_0;
+    fatal("--dtype: unknown dtype \"%s\" (use f32, f16, bf16 or q8_0)", s);
 }
 
 static uint64_t parse_seed(const char *s) {
@@ -76,7 +79,7 @@ int main(int argc, char **argv) {
     Config c;
     Tokenizer tok;
     memset(&tok, 0, sizeof tok);
-    WeightSource src;
+    WeightSource src = {0};
     GGUFExport *ge = NULL;
     HFExport *he = NULL;
     const char *out;

@@ -21,6 +21,11 @@ struct WeightSource {
     // Q and K rows must already be in model.bin's interleaved RoPE order.
     void (*rows)(WeightSource *s, WeightKind kind, int layer, uint64_t row0, uint64_t nrows,
                  uint64_t ncols, float *out);
+    // Optional (NULL if the source has no quantized tensors): when the tensor is stored as
+    // Q8_0 in the source, copy those rows' blocks unchanged to out (nrows * ncols/32 blocks)
+    // and return 1, so a q8_0 export does not quantize twice; else return 0.
+    int (*q8_0_rows)(WeightSource *s, WeightKind kind, int layer, uint64_t row0, uint64_t nrows,
+                     uint64_t ncols, void *out);
     void *ctx;
 };
 

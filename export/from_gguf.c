@@ -106,6 +106,18 @@ static void gguf_rows(WeightSource *src, WeightKind k, int layer, uint64_t row0,
     gguf_tensor_rows(t, row0, nrows, out);
 }
 
+// A tensor stored as Q8_0 in the GGUF is handed over block for block: model.bin's q8_0 rows
+// are GGUF's Q8_0 rows (modelbin.h), so nothing is quantized twice.
+static int gguf_q8_0_rows(WeightSource *src, WeightKind k, int layer, uint64_t row0, uint64_t nrows,
+                          uint64_t ncols, void *out) {
+    const GGUFExport *e = src->ctx;
+    const GGUFTensor *t = layer < 0 ? e->t[k] : e->layer[(size_t)layer * W_COUNT + k];
+    if (t->type != GGML_Q8_0) return 0;
+    uint64_t row_bytes = ncols / Q8_0_BLOCK * sizeof(BlockQ8_0);
+    memcpy(out, t->data + row0 * row_bytes, nrows * row_bytes);
+    return 1;
+}
+
 static void config_from_gguf(Config *c, const GGUFFile *g) {
     const char *arch = gguf_get_str(g, "general.architecture");
     if (strcmp(arch, "llama") != 0)
@@ -159,6 +171,7 @@ GGUFExport *open_gguf_export(const char *path, Config *c, Tokenizer *tok, Weight
     tokenizer_from_gguf(tok, &e->g);
     *c = e->c;
     src->rows = gguf_rows;
+    src->q8_0_rows = gguf_q8_0_rows;
     src->ctx = e;
     return e;
 }

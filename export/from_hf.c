@@ -176,6 +176,7 @@ HFExport *open_hf_export(const char *dir, Config *c, Tokenizer *tok, WeightSourc
     free(path);
     *c = e->c;
     src->rows = hf_rows;
+    src->q8_0_rows = NULL;
     src->ctx = e;
     return e;
 }

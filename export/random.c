@@ -58,6 +58,7 @@ void random_source(WeightSource *src, const Config *c, uint64_t seed) {
     ctx.seed = splitmix64(seed);
     ctx.c = *c;
     src->rows = random_rows;
+    src->q8_0_rows = NULL;
     src->ctx = &ctx;
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "export.h"
+#include "../kernels/matmul_q8.h"
 #include "../model/modelbin.h"
 #include "../util/util.h"
 
@@ -48,7 +49,7 @@ typedef struct {
     const char *path;
     uint64_t pos;
     float *buf;          // [CHUNK_ELEMS] rows from the source
-    void *conv;          // [CHUNK_ELEMS] the same in the file's dtype
+    void *conv;          // the same in the file's dtype (2 * CHUNK_ELEMS bytes: f16, bf16, q8_0)
 } Out;
 
 static void put(Out *o, const void *p, uint64_t n) {
@@ -63,6 +64,24 @@ static void pad_to(Out *o, uint64_t at) {
     while (o->pos < at) put(o, zeros, at - o->pos < sizeof zeros ? at - o->pos : sizeof zeros);
 }
 
+// Rows [r, r + nr) of a q8_0 tensor: the source's own Q8_0 blocks when it has them (a GGUF
+// Q8_0 tensor is copied, not quantized again), else its f32 rows quantized per block of 32.
+static void write_q8_0_rows(Out *o, WeightSource *src, WeightKind k, int layer, uint64_t r, uint64_t nr,
+                            uint64_t cols) {
+    uint64_t row_bytes = dtype_bytes(DTYPE_Q8_0, cols);
+    if (!(src->q8_0_rows && src->q8_0_rows(src, k, layer, r, nr, cols, o->conv))) {
+        src->rows(src, k, layer, r, nr, cols, o->buf);
+        for (uint64_t i = 0; i < nr; i++)
+            if (q8_0_quantize_row((BlockQ8_0 *)((uint8_t *)o->conv + i * row_bytes), o->buf + i * cols, cols)) {
+                char layer_name[32] = "";
+                if (layer >= 0) snprintf(layer_name, sizeof layer_name, "layer %d ", layer);
+                fatal("%s: %s%s row %llu: a weight is not finite or too large for q8_0's fp16 scale", o->path,
+                      layer_name, weight_kind_name(k), (unsigned long long)(r + i));
+            }
+    }
+    put(o, o->conv, nr * row_bytes);
+}
+
 // Stream one tensor: rows from the source, converted to dt, in CHUNK_ELEMS pieces.
 static void write_tensor(Out *o, const Config *c, WeightSource *src, WeightKind k, int layer,
                          uint64_t offset, DType dt) {
@@ -74,6 +93,7 @@ static void write_tensor(Out *o, const Config *c, WeightSource *src, WeightKind 
                                          weight_kind_name(k), (unsigned long long)cols);
     for (uint64_t r = 0; r < rows; r += step) {
         uint64_t nr = rows - r < step ? rows - r : step, n = nr * cols;
+        if (dt == DTYPE_Q8_0) { write_q8_0_rows(o, src, k, layer, r, nr, cols); continue; }
         src->rows(src, k, layer, r, nr, cols, o->buf);
         if (dt == DTYPE_F32) { put(o, o->buf, n * 4); continue; }
         uint16_t *h = o->conv;

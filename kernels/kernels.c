@@ -4,6 +4,7 @@
 // must consume the weights at memory speed, converting f16/bf16 to f32 in registers.
 // Build with -DKVT_PORTABLE to use only the plain C path.
 #include "kernels.h"
+#include "matmul_q8.h"
 #include "../util/util.h"
 
 #include <math.h>
@@ -44,14 +45,34 @@ static float dot_f32(const float *a, const float *b, int k) {
     return s;
 }
 
-static void matmul_portable(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
-    #pragma omp parallel if ((int64_t)n * k * d >= MM_PARALLEL_MIN)
+// Multiply-adds of a matmul_multi call, and which output row block `b` (of MM_ROWS rows) of the
+// concatenated outputs falls in (*j0: its first row there).
+static int64_t multi_work(int n, int k, const MatmulOut *o, int count, int *nblocks) {
+    int64_t work = 0;
+    *nblocks = 0;
+    for (int i = 0; i < count; i++) { work += (int64_t)n * k * o[i].d; *nblocks += (o[i].d + MM_ROWS - 1) / MM_ROWS; }
+    return work;
+}
+static const MatmulOut *multi_block(const MatmulOut *o, int b, int *j0) {
+    while (b >= (o->d + MM_ROWS - 1) / MM_ROWS) b -= (o++->d + MM_ROWS - 1) / MM_ROWS;
+    *j0 = b * MM_ROWS;
+    return o;
+}
+
+static void matmul_portable(const float *x, DType wt, int n, int k, const MatmulOut *outs, int count) {
+    int nblocks;
+    int64_t work = multi_work(n, k, outs, count, &nblocks);
+    #pragma omp parallel if (work >= MM_PARALLEL_MIN)
     {
         float *row = xmalloc((size_t)k * sizeof(float));
         #pragma omp for schedule(static)
-        for (int j = 0; j < d; j++) {
-            row_to_f32(row, w, wt, (size_t)j, k);
-            for (int t = 0; t < n; t++) out[(size_t)t * d + j] = dot_f32(x + (size_t)t * k, row, k);
+        for (int b = 0; b < nblocks; b++) {
+            int j0;
+            const MatmulOut *o = multi_block(outs, b, &j0);
+            for (int j = j0; j < j0 + MM_ROWS && j < o->d; j++) {
+                row_to_f32(row, o->w, wt, (size_t)j, k);
+                for (int t = 0; t < n; t++) o->out[(size_t)t * o->d + j] = dot_f32(x + (size_t)t * k, row, k);
+            }
         }
         free(row);
     }
@@ -180,17 +201,20 @@ void block_avx(float *out, const float *x, const void *w, DType wt, int n, int k
     }
 }
 
-AVX_TARGET static void matmul_avx(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
-    int nblocks = (d + MM_ROWS - 1) / MM_ROWS;
-    #pragma omp parallel if ((int64_t)n * k * d >= MM_PARALLEL_MIN)
+AVX_TARGET static void matmul_avx(const float *x, DType wt, int n, int k, const MatmulOut *outs, int count) {
+    int nblocks;
+    int64_t work = multi_work(n, k, outs, count, &nblocks);
+    #pragma omp parallel if (work >= MM_PARALLEL_MIN)
     {
         float *buf = n < 4 ? NULL : xmalloc((size_t)MM_ROWS * k * sizeof(float));
         #pragma omp for schedule(static)
         for (int b = 0; b < nblocks; b++) {
+            int j0;
+            const MatmulOut *o = multi_block(outs, b, &j0);
             // a switch on the dtype so that each case compiles to its own inner loop
-            if (wt == DTYPE_F16) block_avx(out, x, w, DTYPE_F16, n, k, d, b * MM_ROWS, buf);
-            else if (wt == DTYPE_BF16) block_avx(out, x, w, DTYPE_BF16, n, k, d, b * MM_ROWS, buf);
-            else block_avx(out, x, w, DTYPE_F32, n, k, d, b * MM_ROWS, buf);
+            if (wt == DTYPE_F16) block_avx(o->out, x, o->w, DTYPE_F16, n, k, o->d, j0, buf);
+            else if (wt == DTYPE_BF16) block_avx(o->out, x, o->w, DTYPE_BF16, n, k, o->d, j0, buf);
+            else block_avx(o->out, x, o->w, DTYPE_F32, n, k, o->d, j0, buf);
         }
         free(buf);
     }
@@ -206,11 +230,17 @@ static int have_avx2(void) {
 }
 #endif
 
-void matmul(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+void matmul_multi(const float *x, DType wt, int n, int k, const MatmulOut *outs, int count) {
+    if (wt == DTYPE_Q8_0) { matmul_q8_0_multi(q8_variant_best(), x, n, k, outs, count); return; }   // integer dot products
 #ifdef KVT_X86
-    if (have_avx2()) { matmul_avx(out, x, w, wt, n, k, d); return; }
+    if (have_avx2()) { matmul_avx(x, wt, n, k, outs, count); return; }
 #endif
-    matmul_portable(out, x, w, wt, n, k, d);
+    matmul_portable(x, wt, n, k, outs, count);
+}
+
+void matmul(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+    MatmulOut o = {out, w, d};
+    matmul_multi(x, wt, n, k, &o, 1);
 }
 
 // ---- normalisation, activations --------------------------------------------------------
@@ -240,7 +270,8 @@ void swiglu(float *h, const float *g, const float *u, int n) {
 }
 
 void embed(float *out, const void *table, DType wt, int dim, int token) {
-    row_to_f32(out, table, wt, (size_t)token, dim);
+    if (wt == DTYPE_Q8_0) q8_0_dequantize_row(out, (const BlockQ8_0 *)table + (size_t)token * (dim / Q8_0_BLOCK), dim);
+    else row_to_f32(out, table, wt, (size_t)token, dim);
 }
 
 // ---- RoPE --------------------------------------------------------------------------------

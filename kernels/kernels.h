@@ -5,8 +5,19 @@
 
 #include "../model/config.h"
 
-// out[n][d] = x[n][k] . W[d][k]^T, W in f32/f16/bf16, fp32 accumulation. OpenMP over rows of W.
+// out[n][d] = x[n][k] . W[d][k]^T, W in f32/f16/bf16 (fp32 accumulation) or q8_0 (int8 dot
+// products per block of 32, kernels/matmul_q8.c). OpenMP over rows of W.
 void matmul(float *out, const float *x, const void *w, DType wt, int n, int k, int d);
+// One of several projections of the same input: out[n][d] = x[n][k] . W[d][k]^T.
+typedef struct {
+    float *out;          // [n][d]
+    const void *w;       // [d][k] in the call's dtype
+    int d;
+} MatmulOut;
+// Several matmuls of one input (Q, K and V; gate and up) in one parallel region: the threads
+// share out the rows of all of them, so a decode step pays one fork/join instead of `count`.
+// Each output is exactly what matmul() would give.
+void matmul_multi(const float *x, DType wt, int n, int k, const MatmulOut *outs, int count);
 // o[n][dim] = x * rsqrt(mean(x^2) + eps) * weight
 void rmsnorm(float *o, const float *x, const float *weight, int n, int dim, float eps);
 // Inverse frequencies for RoPE, with Llama-3.1 scaling if the config says so. freqs[head_dim/2].

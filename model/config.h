@@ -2,7 +2,18 @@
 #ifndef KVT_CONFIG_H
 #define KVT_CONFIG_H
 
-typedef enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 } DType;
+#include <stdint.h>
+
+// Weight dtypes of model.bin (the header's wdtype). f32, f16 and bf16 are element-wise;
+// q8_0 is block-wise: GGUF's Q8_0 (ggml's block_q8_0), each run of 32 weights along a row
+// stored as one fp16 scale d and 32 int8 codes q, w = d * q (see BlockQ8_0).
+typedef enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2, DTYPE_Q8_0 = 3 } DType;
+
+#define Q8_0_BLOCK 32            // weights per Q8_0 block, along the input dimension
+typedef struct {
+    uint16_t d;                  // fp16 scale
+    int8_t q[Q8_0_BLOCK];        // codes; w[i] = d * q[i]
+} BlockQ8_0;                     // 34 bytes, no padding: byte-compatible with GGUF (modelbin.c checks)
 
 typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LLAMA3 = 1 } RopeScaling;
 
@@ -27,8 +38,14 @@ typedef struct {
 } Config;
 
 static inline const char *dtype_name(DType t) {
-    return t == DTYPE_F32 ? "f32" : t == DTYPE_F16 ? "f16" : t == DTYPE_BF16 ? "bf16" : "?";
+    return t == DTYPE_F32 ? "f32" : t == DTYPE_F16 ? "f16" : t == DTYPE_BF16 ? "bf16" : t == DTYPE_Q8_0 ? "q8_0" : "?";
 }
-static inline int dtype_size(DType t) { return t == DTYPE_F32 ? 4 : 2; }
+// Bytes per element of an element-wise dtype (f32, f16, bf16); 0 for q8_0, which has no
+// per-element size: use dtype_bytes.
+static inline int dtype_size(DType t) { return t == DTYPE_F32 ? 4 : t == DTYPE_Q8_0 ? 0 : 2; }
+// Bytes of n consecutive elements of one row (for q8_0, n a multiple of Q8_0_BLOCK).
+static inline uint64_t dtype_bytes(DType t, uint64_t n) {
+    return t == DTYPE_Q8_0 ? n / Q8_0_BLOCK * sizeof(BlockQ8_0) : n * (uint64_t)dtype_size(t);
+}
 
 #endif

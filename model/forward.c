@@ -42,15 +42,23 @@ static void add_inplace(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-// matmul over n tokens in chunks of MM_CHUNK: a chunk of activations stays in cache while
+// Matmuls of one input x[n][k] (kernels.h matmul_multi: Q, K and V, or gate and up, share one
+// fork/join) over n tokens in chunks of MM_CHUNK: a chunk of activations stays in cache while
 // each block of weight rows is reused over it (the kernel's results do not depend on the
 // batch, so chunking changes no bit).
 #define MM_CHUNK 66
-static void matmul_chunked(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+#define MM_MAX_OUTS 3
+static void matmul_chunked(const float *x, DType wt, int n, int k, const MatmulOut *outs, int count) {
+    MatmulOut o[MM_MAX_OUTS];
     for (int t = 0; t < n; t += MM_CHUNK) {
         int nb = n - t < MM_CHUNK ? n - t : MM_CHUNK;
-        matmul(out + (size_t)t * d, x + (size_t)t * k, w, wt, nb, k, d);
+        for (int i = 0; i < count; i++) o[i] = (MatmulOut){outs[i].out + (size_t)t * outs[i].d, outs[i].w, outs[i].d};
+        matmul_multi(x + (size_t)t * k, wt, nb, k, o, count);
     }
+}
+static void matmul_one(float *out, const float *x, const void *w, DType wt, int n, int k, int d) {
+    MatmulOut o = {out, w, d};
+    matmul_chunked(x, wt, n, k, &o, 1);
 }
 
 // Norm and Q/K/V projections of rows s->x[0..n): s->q, s->k, s->v, before RoPE.
@@ -59,9 +67,8 @@ static void qkv_project(const Model *m, RunState *s, int l, int n) {
     const LayerWeights *w = &m->weights.layers[l];
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     rmsnorm(s->xb, s->x, w->attn_norm, n, c->dim, c->norm_eps);
-    matmul_chunked(s->q, s->xb, w->wq, c->wdtype, n, c->dim, qd);
-    matmul_chunked(s->k, s->xb, w->wk, c->wdtype, n, c->dim, kvd);
-    matmul_chunked(s->v, s->xb, w->wv, c->wdtype, n, c->dim, kvd);
+    MatmulOut qkv[3] = {{s->q, w->wq, qd}, {s->k, w->wk, kvd}, {s->v, w->wv, kvd}};
+    matmul_chunked(s->xb, c->wdtype, n, c->dim, qkv, 3);
 }
 
 // RoPE of row t of s->q and s->k at position pos.
@@ -85,21 +92,21 @@ void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const
 void layer_out_ffn(const Model *m, RunState *s, int l, int n, const float *att_out) {
     const Config *c = &m->config;
     const LayerWeights *w = &m->weights.layers[l];
-    matmul_chunked(s->xb2, att_out, w->wo, c->wdtype, n, c->n_heads * c->head_dim, c->dim);
+    matmul_one(s->xb2, att_out, w->wo, c->wdtype, n, c->n_heads * c->head_dim, c->dim);
     add_inplace(s->x, s->xb2, (size_t)n * c->dim);
     // SwiGLU feed-forward block
     rmsnorm(s->xb, s->x, w->ffn_norm, n, c->dim, c->norm_eps);
-    matmul_chunked(s->hb, s->xb, w->w_gate, c->wdtype, n, c->dim, c->hidden_dim);
-    matmul_chunked(s->hb2, s->xb, w->w_up, c->wdtype, n, c->dim, c->hidden_dim);
+    MatmulOut gate_up[2] = {{s->hb, w->w_gate, c->hidden_dim}, {s->hb2, w->w_up, c->hidden_dim}};
+    matmul_chunked(s->xb, c->wdtype, n, c->dim, gate_up, 2);
     swiglu(s->hb, s->hb, s->hb2, n * c->hidden_dim);
-    matmul_chunked(s->xb2, s->hb, w->w_down, c->wdtype, n, c->hidden_dim, c->dim);
+    matmul_one(s->xb2, s->hb, w->w_down, c->wdtype, n, c->hidden_dim, c->dim);
     add_inplace(s->x, s->xb2, (size_t)n * c->dim);
 }
 
 float *head_logits(const Model *m, RunState *s, const float *x, int rows) {
     const Config *c = &m->config;
     rmsnorm(s->xb, x, m->weights.final_norm, rows, c->dim, c->norm_eps);
-    matmul_chunked(s->logits, s->xb, m->weights.classifier, c->wdtype, rows, c->dim, c->vocab_size);
+    matmul_one(s->logits, s->xb, m->weights.classifier, c->wdtype, rows, c->dim, c->vocab_size);
     return s->logits;
 }
 

@@ -18,6 +18,9 @@
 #define MAX_VOCAB    (1 << 24)
 #define MAX_SEQ      (1 << 24)
 
+// config.h's BlockQ8_0 is GGUF's Q8_0 block, fp16 scale and 32 codes, with no padding.
+_Static_assert(sizeof(BlockQ8_0) == 2 + Q8_0_BLOCK, "BlockQ8_0 must be GGUF's 34-byte block");
+
 static char check_msg[200];
 
 static const char *bad(const char *fmt, long long v) {
@@ -51,24 +54,27 @@ static uint64_t take(uint64_t *pos, uint64_t bytes) {
 // only the total is computed. Only called on configs within the bounds above, where the
 // largest tensor is 2^24 * 2^20 * 4 = 2^46 bytes and the total stays below 2^60: no overflow.
 static uint64_t walk_layout(const Config *c, WeightLayout *l) {
-    uint64_t ws = (uint64_t)dtype_size((DType)c->wdtype), d = (uint64_t)c->dim;
+    DType wt = (DType)c->wdtype;
+    uint64_t d = (uint64_t)c->dim;
     uint64_t q = (uint64_t)c->n_heads * c->head_dim, kv = (uint64_t)c->n_kv_heads * c->head_dim;
     uint64_t h = (uint64_t)c->hidden_dim, v = (uint64_t)c->vocab_size, pos = 0;
-    uint64_t emb = take(&pos, v * d * ws);
+    // A matrix [rows][cols] is rows * (bytes of one row); a q8_0 row is cols/32 blocks.
+    uint64_t row_d = dtype_bytes(wt, d), row_q = dtype_bytes(wt, q), row_h = dtype_bytes(wt, h);
+    uint64_t emb = take(&pos, v * row_d);
     for (int i = 0; i < c->n_layers; i++) {
         LayerOffsets scratch, *o = l ? &l->layers[i] : &scratch;
         o->attn_norm = take(&pos, d * 4);
-        o->wq = take(&pos, q * d * ws);
-        o->wk = take(&pos, kv * d * ws);
-        o->wv = take(&pos, kv * d * ws);
-        o->wo = take(&pos, d * q * ws);
+        o->wq = take(&pos, q * row_d);
+        o->wk = take(&pos, kv * row_d);
+        o->wv = take(&pos, kv * row_d);
+        o->wo = take(&pos, d * row_q);
         o->ffn_norm = take(&pos, d * 4);
-        o->w_gate = take(&pos, h * d * ws);
-        o->w_down = take(&pos, d * h * ws);
-        o->w_up = take(&pos, h * d * ws);
+        o->w_gate = take(&pos, h * row_d);
+        o->w_down = take(&pos, d * row_h);
+        o->w_up = take(&pos, h * row_d);
     }
     uint64_t final_norm = take(&pos, d * 4);
-    uint64_t classifier = c->tied_classifier ? emb : take(&pos, v * d * ws);
+    uint64_t classifier = c->tied_classifier ? emb : take(&pos, v * row_d);
     if (l) {
         l->token_embedding = emb;
         l->final_norm = final_norm;
@@ -113,8 +119,16 @@ const char *config_check(const Config *c) {
     }
     if (c->tied_classifier != 0 && c->tied_classifier != 1)
         return bad("tied_classifier is %lld, must be 0 or 1", c->tied_classifier);
-    if (c->wdtype != DTYPE_F32 && c->wdtype != DTYPE_F16 && c->wdtype != DTYPE_BF16)
-        return bad("wdtype is %lld, must be 0 (f32), 1 (f16) or 2 (bf16)", c->wdtype);
+    if (c->wdtype != DTYPE_F32 && c->wdtype != DTYPE_F16 && c->wdtype != DTYPE_BF16 && c->wdtype != DTYPE_Q8_0)
+        return bad("wdtype is %lld, must be 0 (f32), 1 (f16), 2 (bf16) or 3 (q8_0)", c->wdtype);
+    // Q8_0 blocks run along a matrix's input dimension (dim for every matrix but w_down,
+    // whose input is hidden_dim; wo's is n_heads * head_dim = dim): it must hold whole blocks.
+    if (c->wdtype == DTYPE_Q8_0 && (c->dim % Q8_0_BLOCK || c->hidden_dim % Q8_0_BLOCK)) {
+        snprintf(check_msg, sizeof check_msg,
+                 "wdtype q8_0 needs dim and hidden_dim to be multiples of %d (blocks of %d along each "
+                 "row), got dim %d, hidden_dim %d", Q8_0_BLOCK, Q8_0_BLOCK, c->dim, c->hidden_dim);
+        return check_msg;
+    }
     return NULL;
 }
 

@@ -20,6 +20,10 @@
 //   file_size     end of file (the header records it; a shorter file is truncated)
 //
 // Matrices are row-major [out][in], so y = W x reads one row per output.
+// wdtype (config.h DType): 0 f32, 1 f16, 2 bf16, 3 q8_0. A q8_0 row of `in` weights is in/32
+// BlockQ8_0 (fp16 scale, then 32 int8 codes: GGUF's Q8_0 block, byte for byte), so every
+// matrix's input dimension (dim, hidden_dim) must be a multiple of 32 (config_check). The
+// embedding is q8_0 too (as in llama.cpp's Q8_0 GGUFs): a lookup dequantizes one row.
 // Q and K rows use the rotate-adjacent-pairs (Meta / GGUF, "interleaved") RoPE convention:
 // elements (2i, 2i+1) of each head rotate together by angle pos * freq_i.
 #ifndef KVT_MODELBIN_H

@@ -302,7 +302,7 @@ static int probe_device(char *why, size_t n) {
 
 // `run --device cuda` end to end. With a GPU: greedy text identical to the CPU's. Without one
 // (or without CUDA in the build): one clear error line and exit 1. Modes that have no CUDA
-// path are refused with one line in CUDA builds.
+// path, and q8_0 weights, are refused with one line in CUDA builds.
 START_TEST(test_run_device_cuda) {
     const char *model = random_model("tiny", "f16");
     char cmd[2048], *out = NULL, *err = NULL, *cpu = NULL;
@@ -330,6 +330,12 @@ START_TEST(test_run_device_cuda) {
 #ifdef KVT_CUDA
     ck_assert_msg(!strcmp(err, "error: --device cuda: -m ppl runs on the CPU only (generate and chat run on CUDA)\n"),
                   "stderr: %s", err);
+    free(err);
+    // q8_0 weights have no GPU kernel: refused with one line, before any device is looked for.
+    snprintf(cmd, sizeof cmd, "%s %s --device cuda -i 'The cat' -n 4", run_bin(), random_model("tiny", "q8_0"));
+    ck_assert_int_eq(run_capture(cmd, NULL, &err), 1);
+    ck_assert_msg(!strcmp(err, "error: --device cuda: q8_0 weights are not supported on the GPU (export with --dtype f16 "
+                               "or bf16 for it)\n"), "stderr: %s", err);
 #endif
     free(err);
 }

@@ -1,12 +1,14 @@
 // test_forward.c: the forward pass on the tiny random model (models/tiny.bin):
 // a batched prefill gives the same logits as token-by-token decoding (docs/DESIGN.md §3) with the
 // fp16 and with a quantized cache (and leaves the same cache contents), batches of any split
-// agree, and the logits are finite, causal and depend on the context.
+// agree, and the logits are finite, causal and depend on the context; the same for its q8_0
+// export.
 #include "testutil.h"
 #include "../model/model.h"
 #include "../util/util.h"
 
 #include <math.h>
+#include <stdio.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -187,6 +189,46 @@ START_TEST(test_context_matters) {
 }
 END_TEST
 
+// The tiny model's q8_0 export (same seed as models/tiny.bin): a batched prefill gives exactly
+// the logits of token-by-token decoding (the Q8_0 matmul's per-token result does not depend on
+// the batch, kernels/matmul_q8.c), with the fp16 and a KIVI cache and on the long prompt; and
+// the logits stay near the f32 model's (8-bit weights and activations: a wrong scale or block
+// order would move them by whole units).
+START_TEST(test_q8_0_prefill_equals_decode) {
+    const Config *c = &model.config;
+    size_t V = (size_t)c->vocab_size, n = NTOK * V;
+    float *f32 = all_logits(NTOK);
+    char path[512], cmd[1200], *err;
+    snprintf(path, sizeof path, "%s/tiny-q8_0.bin", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s --random tiny --tokenizer %s %s --dtype q8_0", export_bin(), DEFAULT_GGUF, path);
+    ck_assert_msg(run_capture(cmd, NULL, &err) == 0, "export --dtype q8_0 failed: %s", err);
+    free(err);
+    free_model(&model);
+    load_model(&model, path);           // the fixture's teardown frees it
+    ck_assert_int_eq(model.config.wdtype, DTYPE_Q8_0);
+    float *one = all_logits(1);
+    for (int quantized = 0; quantized <= 1; quantized++) {
+        float *many = all_logits_cache(NTOK, quantized, NULL), *five = all_logits_cache(5, quantized, NULL);
+        float *single = quantized ? all_logits_cache(1, 1, NULL) : one;
+        ck_assert_msg(max_abs_diff(single, many, n) == 0.0, "q8_0, cache %d: batched vs token-by-token differ by %g", quantized,
+                      max_abs_diff(single, many, n));
+        ck_assert_msg(max_abs_diff(single, five, n) == 0.0, "q8_0, cache %d: batches of 5 differ by %g", quantized,
+                      max_abs_diff(single, five, n));
+        free(many); free(five);
+        if (quantized) free(single);
+    }
+    double d = max_abs_diff(one, f32, n);
+    printf("tiny model, q8_0 vs f32 weights: max |dlogit| %.3g over %d positions\n", d, NTOK);
+    ck_assert_msg(d > 0 && d < 0.5, "q8_0 vs f32 logits: max |diff| %g (expected (0, 0.5))", d);
+    KVCache *c1, *cb;
+    float *l1 = long_logits(1, 1, &c1), *lb = long_logits(1, 64, &cb);
+    ck_assert_msg(kvcache_equal(c1, cb), "q8_0: prefill and decode left different caches");
+    ck_assert_msg(max_abs_diff(l1, lb, NLONG * V) == 0.0, "q8_0 long prompt: batched vs token-by-token differ");
+    free(l1); free(lb); free_kvcache(c1); free_kvcache(cb);
+    free(one); free(f32);
+}
+END_TEST
+
 static Suite *forward_suite(void) {
     Suite *s = suite_create("forward");
     TCase *tc = tcase_create("forward");
@@ -197,6 +239,7 @@ static Suite *forward_suite(void) {
     tcase_add_test(tc, test_block_prefill_long);
     tcase_add_test(tc, test_last_row_only);
     tcase_add_test(tc, test_context_matters);
+    tcase_add_test(tc, test_q8_0_prefill_equals_decode);
     suite_add_tcase(s, tc);
     return s;
 }

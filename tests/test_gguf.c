@@ -8,6 +8,7 @@
 #include "../tokenizer/tokenizer.h"
 #include "../util/util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,31 @@ static char *tmp(const char *name) {
     return s;
 }
 
+// A q8_0 tensor of the output: a Q8_0 source tensor must be its bytes unchanged; any other is
+// quantized per block of 32 along the row: every element within d/2 of the source value (d the
+// block's stored scale, rounding slack 1e-6 relative), and the block's largest code +-127.
+static void check_q8_0_tensor(const TSpec *t, const uint8_t *src, const uint8_t *p) {
+    if (t->type == GGML_Q8_0) {
+        ck_assert_msg(memcmp(p, src, type_bytes(GGML_Q8_0, t->rows * t->cols)) == 0, "%s: Q8_0 not copied as it is", t->name);
+        return;
+    }
+    for (uint64_t blk = 0; blk < t->rows * t->cols / 32; blk++) {
+        const uint8_t *b = p + blk * 34;
+        uint16_t hd;
+        memcpy(&hd, b, 2);
+        float d = fp16_to_fp32(hd);
+        int qmax = 0;
+        for (int j = 0; j < 32; j++) {
+            float want = ref_value(t->type, src, blk * 32 + j), got = d * (float)(int8_t)b[2 + j];
+            int q = abs((int8_t)b[2 + j]);
+            if (q > qmax) qmax = q;
+            ck_assert_msg(fabsf(got - want) <= 0.5f * d * (1 + 1e-6f) + 1e-6f * fabsf(want),
+                          "%s element %llu: %g, source %g, scale %g", t->name, (unsigned long long)(blk * 32 + j), got, want, d);
+        }
+        ck_assert_msg(qmax == 127 || d == 0, "%s block %llu: largest code %d", t->name, (unsigned long long)blk, qmax);
+    }
+}
+
 // Convert with export and check every tensor of the output against the reference formula.
 static void check_conversion(int untied, const char *dtype) {
     TSpec specs[32];
@@ -310,7 +336,8 @@ static void check_conversion(int untied, const char *dtype) {
     ck_assert_float_eq(c.rope_theta, 50000.0f);
     ck_assert_float_eq(c.norm_eps, 1e-6f);
     ck_assert_int_eq(c.tied_classifier, !untied);
-    ck_assert_int_eq(c.wdtype, strcmp(dtype, "f32") == 0 ? DTYPE_F32 : DTYPE_F16);
+    DType want_dt = !strcmp(dtype, "f32") ? DTYPE_F32 : !strcmp(dtype, "q8_0") ? DTYPE_Q8_0 : DTYPE_F16;
+    ck_assert_int_eq(c.wdtype, want_dt);
 
     Tokenizer tok;
     tokenizer_from_blob(&tok, bin + h.tok_offset, h.tok_size);
@@ -342,6 +369,7 @@ static void check_conversion(int untied, const char *dtype) {
         ck_assert_uint_eq(off % MODELBIN_TENSOR_ALIGN, 0);
         const uint8_t *p = bin + h.wt_offset + off;
         int is_norm = specs[i].rows == 1, f32 = is_norm || c.wdtype == DTYPE_F32;
+        if (!is_norm && c.wdtype == DTYPE_Q8_0) { check_q8_0_tensor(&specs[i], data[i], p); free(data[i]); continue; }
         for (uint64_t e = 0; e < specs[i].rows * specs[i].cols; e++) {
             float want = ref_value(specs[i].type, data[i], e), got;
             if (f32) memcpy(&got, p + 4 * e, 4);
@@ -357,6 +385,10 @@ static void check_conversion(int untied, const char *dtype) {
 START_TEST(test_convert_f32_tied) { check_conversion(0, "f32"); }
 END_TEST
 START_TEST(test_convert_f16_untied) { check_conversion(1, "f16"); }
+END_TEST
+START_TEST(test_convert_q8_0_tied) { check_conversion(0, "q8_0"); }
+END_TEST
+START_TEST(test_convert_q8_0_untied) { check_conversion(1, "q8_0"); }
 END_TEST
 
 // A malformed GGUF must make export exit 1 with one line naming the problem.
@@ -434,6 +466,8 @@ static Suite *gguf_suite(void) {
     tcase_add_test(tc, test_metadata_types);
     tcase_add_test(tc, test_convert_f32_tied);
     tcase_add_test(tc, test_convert_f16_untied);
+    tcase_add_test(tc, test_convert_q8_0_tied);
+    tcase_add_test(tc, test_convert_q8_0_untied);
     tcase_add_test(tc, test_bad_magic);
     tcase_add_test(tc, test_truncated_metadata);
     tcase_add_test(tc, test_offset_outside);

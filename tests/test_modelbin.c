@@ -46,6 +46,11 @@ START_TEST(test_config_check) {
     c.rope_orig_ctx = 8192; ck_assert_ptr_null(config_check(&c));
     c = good_config(); c.wdtype = (DType)5; expect_bad(c, "wdtype");
     c = good_config(); c.tied_classifier = 2; expect_bad(c, "tied_classifier");
+    // q8_0 blocks of 32 run along each matrix's input (dim; hidden_dim for w_down).
+    c = good_config(); c.wdtype = DTYPE_Q8_0; ck_assert_ptr_null(config_check(&c));
+    c.hidden_dim = 100; expect_bad(c, "multiples of 32");
+    c = good_config(); c.wdtype = DTYPE_Q8_0; c.dim = 48; c.head_dim = 12; expect_bad(c, "q8_0");
+    c.wdtype = DTYPE_F16; ck_assert_ptr_null(config_check(&c));                 // fine element-wise
     // Large but valid: the Llama-3-8B shape, whose sizes only fit in 64 bits.
     c = good_config(); c.dim = 4096; c.n_heads = 32; c.n_kv_heads = 8; c.head_dim = 128; c.hidden_dim = 14336;
     c.n_layers = 32; c.vocab_size = 128256; c.max_seq_len = 131072;
@@ -56,25 +61,26 @@ END_TEST
 START_TEST(test_layout) {
     Config c = good_config();
     for (int tied = 0; tied <= 1; tied++)
-        for (int dt = 0; dt <= 2; dt++) {
+        for (int dt = 0; dt <= 3; dt++) {
             c.tied_classifier = tied;
             c.wdtype = (DType)dt;
             WeightLayout L;
             build_weight_layout(&L, &c);
-            uint64_t ws = (uint64_t)dtype_size((DType)dt), prev_end = 0;
+            // Bytes of a row of 64 and of 128 inputs: q8_0 has 34-byte blocks of 32 (fp16 scale + 32 int8).
+            uint64_t r64 = dt == DTYPE_Q8_0 ? 2 * 34 : 64 * (uint64_t)dtype_size((DType)dt);
+            uint64_t r128 = dt == DTYPE_Q8_0 ? 4 * 34 : 128 * (uint64_t)dtype_size((DType)dt), prev_end = 0;
             // Walk the tensors in file order: each 64-aligned, after the previous one, no overlap.
             uint64_t off[1 + 9 * 2 + 2], size[1 + 9 * 2 + 2];
             int n = 0;
-            off[n] = L.token_embedding; size[n++] = 300 * 64 * ws;
+            off[n] = L.token_embedding; size[n++] = 300 * r64;
             for (int l = 0; l < 2; l++) {
                 const LayerOffsets *o = &L.layers[l];
                 uint64_t lo[9] = {o->attn_norm, o->wq, o->wk, o->wv, o->wo, o->ffn_norm, o->w_gate, o->w_down, o->w_up};
-                uint64_t ls[9] = {64 * 4, 64 * 64 * ws, 32 * 64 * ws, 32 * 64 * ws, 64 * 64 * ws, 64 * 4,
-                                  128 * 64 * ws, 64 * 128 * ws, 128 * 64 * ws};
+                uint64_t ls[9] = {64 * 4, 64 * r64, 32 * r64, 32 * r64, 64 * r64, 64 * 4, 128 * r64, 64 * r128, 128 * r64};
                 for (int k = 0; k < 9; k++) { off[n] = lo[k]; size[n++] = ls[k]; }
             }
             off[n] = L.final_norm; size[n++] = 64 * 4;
-            if (!tied) { off[n] = L.classifier; size[n++] = 300 * 64 * ws; }
+            if (!tied) { off[n] = L.classifier; size[n++] = 300 * r64; }
             else ck_assert_uint_eq(L.classifier, L.token_embedding);
             for (int i = 0; i < n; i++) {
                 ck_assert_uint_eq(off[i] % MODELBIN_TENSOR_ALIGN, 0);
@@ -223,6 +229,8 @@ static void e_vocab_huge(ModelHeader *h) { h->vocab_size = 0x7fffffff; }
 static void e_heads_overflow(ModelHeader *h) { h->n_heads = 1 << 30; h->head_dim = 4; }
 static void e_hidden_inconsistent(ModelHeader *h) { h->hidden_dim *= 2; }
 static void e_layers_inconsistent(ModelHeader *h) { h->n_layers += 1; }
+static void e_hidden_not_blocks(ModelHeader *h) { h->hidden_dim = 112; }   // 3.5 blocks of 32
+static void e_wdtype_unknown(ModelHeader *h) { h->wdtype = 4; }
 
 START_TEST(test_loader_rejects_damaged_files) {
     const char *good = tiny_path("tiny-good.bin", "--dtype bf16");
@@ -245,7 +253,52 @@ START_TEST(test_loader_rejects_damaged_files) {
     expect_load_failure(damaged(g, n, "overflow.bin", e_heads_overflow, 0), "n_heads");
     expect_load_failure(damaged(g, n, "hidden.bin", e_hidden_inconsistent, 0), "weights");
     expect_load_failure(damaged(g, n, "layers2.bin", e_layers_inconsistent, 0), "weights");
+    expect_load_failure(damaged(g, n, "wdtype.bin", e_wdtype_unknown, 0), "wdtype is 4");
     free(g);
+}
+END_TEST
+
+START_TEST(test_q8_0_file) {
+    // A q8_0 export runs; its weights are 34-byte blocks along each row (the same seed's f32
+    // export, quantized, is within half a step of them); a q8_0 header whose matrices would not
+    // hold whole blocks is refused with one line.
+    const char *q = tiny_path("tiny-q8.bin", "--dtype q8_0 --seed 3"), *f = tiny_path("tiny-q8-f32.bin", "--dtype f32 --seed 3");
+    char cmd[1200], *err;
+    snprintf(cmd, sizeof cmd, "%s %s -n 4 -i hi -t 0", run_bin(), q);
+    ck_assert_msg(run_capture(cmd, NULL, &err) == 0, "the q8_0 file fails to run: %s", err);
+    free(err);
+    size_t nq, nf;
+    uint8_t *gq = (uint8_t *)read_file(q, &nq), *gf = (uint8_t *)read_file(f, &nf);
+    ModelHeader hq, hf;
+    memcpy(&hq, gq, sizeof hq);
+    memcpy(&hf, gf, sizeof hf);
+    ck_assert_int_eq(hq.wdtype, DTYPE_Q8_0);
+    Config cq, cf;
+    config_from_header(&cq, &hq);
+    config_from_header(&cf, &hf);
+    WeightLayout Lq, Lf;
+    build_weight_layout(&Lq, &cq);
+    build_weight_layout(&Lf, &cf);
+    // w_down [64][128]: 4 blocks per row.
+    const uint8_t *bq = gq + hq.wt_offset + Lq.layers[1].w_down;
+    const float *wf = (const float *)(gf + hf.wt_offset + Lf.layers[1].w_down);
+    for (int blk = 0; blk < 64 * 4; blk++) {
+        uint16_t dh;
+        memcpy(&dh, bq + 34 * blk, 2);
+        float d = fp16_to_fp32(dh);
+        ck_assert(d > 0);
+        for (int j = 0; j < 32; j++) {
+            float got = d * (float)(int8_t)bq[34 * blk + 2 + j], want = wf[32 * blk + j];
+            ck_assert_msg(fabsf(got - want) <= 0.5f * d * (1 + 1e-6f), "w_down block %d [%d]: %g vs f32 %g", blk, j, got, want);
+        }
+    }
+    float norm[64];   // norms stay f32
+    memcpy(norm, gq + hq.wt_offset + Lq.layers[0].attn_norm, sizeof norm);
+    for (int i = 0; i < 64; i++) ck_assert_float_eq(norm[i], 1.0f);
+    expect_load_failure(damaged(gq, nq, "q8-hidden.bin", e_hidden_not_blocks, 0), "multiples of 32");
+    free_weight_layout(&Lq);
+    free_weight_layout(&Lf);
+    free(gq); free(gf);
 }
 END_TEST
 
@@ -259,6 +312,7 @@ static Suite *modelbin_suite(void) {
     tcase_add_test(tc, test_random_tiny);
     tcase_add_test(tc, test_random_tokenizer_sources);
     tcase_add_test(tc, test_loader_rejects_damaged_files);
+    tcase_add_test(tc, test_q8_0_file);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -183,6 +183,11 @@ static void build_buffers(CudaModel *cm) {
 
 static CudaModel *new_model(const Config *c, int max_batch) {
     if (max_batch < 1) fatal("build_cuda_model: max_batch %d < 1", max_batch);
+    // The projections here are cuBLAS GEMMs on f32, f16 or bf16 weights; the GPU path has no
+    // Q8_0 kernel, so a q8_0 file is refused rather than dequantized behind the user's back.
+    if (c->wdtype != DTYPE_F32 && c->wdtype != DTYPE_F16 && c->wdtype != DTYPE_BF16)
+        fatal("--device cuda: %s weights are not supported on the GPU (export with --dtype f16 or bf16 for it)",
+              dtype_name(c->wdtype));
     cuda_init();
     cuda_attention_check_shape(c->n_heads, c->n_kv_heads, c->head_dim, c->max_seq_len);
     CudaModel *cm = (CudaModel *)xcalloc(1, sizeof *cm);
