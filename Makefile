@@ -191,7 +191,7 @@ clean:
 -include $(BENCH_EVAL_OBJ:.o=.d) $(BUILD)/obj/bench/passkey.d $(BUILD)/obj/bench/gsm8k.d $(BUILD)/obj/bench/bench_report.d
 
 # ---- fuzzing -------------------------------------------------------------------------
-# `make fuzz`: one libFuzzer harness per parser (tests/fuzz/README.md), built with clang
+# `make fuzz`: one libFuzzer harness per parser (README.md, "Fuzzing"), built with clang
 # under ASan + UBSan into build-fuzz/, each run for FUZZ_SECONDS from its committed seeds
 # (tests/fuzz/corpus/NAME) plus what earlier runs found (build-fuzz/corpus/NAME, kept).
 # The library is built with the portable kernels (-DKVT_PORTABLE: clang 14 does not compile
@@ -206,12 +206,15 @@ FUZZ_CFLAGS  := -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -DKVT_PORTABLE -fno-
                 -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
-# What libFuzzer is told: a hang is an input over 10 s; one allocation over 512 MB is a
-# finding (the largest seed is a few KB, no parser should need that much).
-FUZZ_RUN_FLAGS := -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+# What libFuzzer is told: a hang is an input over 30 s of wall time (generous: on a busy
+# machine a process can wait seconds for a core; inputs take milliseconds); one allocation
+# over 512 MB is a finding (seeds are a few KB, no parser should need that much).
+FUZZ_RUN_FLAGS := -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
 FUZZ_ENV     := KVT_FUZZ_SMOLLM2=$(TINY_BIN)
 
-.PHONY: fuzz fuzz-build fuzz-clang
+.PHONY: fuzz fuzz-build fuzz-clang fuzz-clean
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
 fuzz-clang:
 	@if ! printf 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' | \
 	     $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null; then \
