@@ -212,3 +212,77 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(TEST_BIN:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d) $(BUILD)/obj/run.d $(BUILD)/obj/export/export.d $(CUDA_OBJ:.o=.d) $(BUILD)/obj/kernels/cuda/check_kernels.d $(BUILD)/obj/kernels/cuda/cuda_emulate.d
 -include $(BENCH_EVAL_OBJ:.o=.d) $(BUILD)/obj/bench/passkey.d $(BUILD)/obj/bench/gsm8k.d $(BUILD)/obj/bench/bench_report.d
+
+# ---- fuzzing -------------------------------------------------------------------------
+# `make fuzz`: one libFuzzer harness per parser (README.md, "Fuzzing"), built with clang
+# under ASan + UBSan into build-fuzz/, each run for FUZZ_SECONDS from its committed seeds
+# (tests/fuzz/corpus/NAME) plus what earlier runs found (build-fuzz/corpus/NAME, kept).
+# The library is built with the portable kernels (-DKVT_PORTABLE: clang 14 does not compile
+# the AVX2 dispatch) and without OpenMP (one thread: the harnesses catch fatal() with longjmp).
+# FUZZ_ONLY="gguf prompt" runs a subset; FUZZ_FLAGS adds libFuzzer flags.
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_NAMES   := gguf safetensors modelbin tokblob tokenizer_json tiktoken kvconfig prompt quantize
+FUZZ_ONLY    ?= $(FUZZ_NAMES)
+FUZZ_CFLAGS  := -g -O1 -std=c11 -Wall -Wextra -D_GNU_SOURCE -DKVT_PORTABLE -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS    := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+# What libFuzzer is told: a hang is an input over 30 s of wall time (generous: on a busy
+# machine a process can wait seconds for a core; inputs take milliseconds); one allocation
+# over 512 MB is a finding (seeds are a few KB, no parser should need that much).
+FUZZ_RUN_FLAGS := -timeout=30 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+FUZZ_ENV     := KVT_FUZZ_SMOLLM2=$(TINY_BIN)
+
+.PHONY: fuzz fuzz-build fuzz-clang fuzz-clean
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+fuzz-clang:
+	@if ! printf 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' | \
+	     $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "fuzz: installing clang-14 and its libFuzzer runtime (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang-14 libclang-rt-14-dev >/dev/null; \
+	  else \
+	    echo "error: make fuzz needs $(FUZZ_CC) with libFuzzer: install clang-14 and libclang-rt-14-dev (or set FUZZ_CC)" >&2; exit 1; \
+	  fi; \
+	fi
+
+fuzz-build: fuzz-clang
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -DKVT_LIBFUZZER -MMD -MP -c $< -o $@
+# The bookkeeping in fuzz.c (it runs inside every malloc) is not code under test: no coverage.
+$(FUZZ_BUILD)/obj/tests/fuzz/fuzz.o: tests/fuzz/fuzz.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DKVT_LIBFUZZER -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/libkvt.a: $(FUZZ_LIB_OBJ)
+	$(AR) rcs $@ $^
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/obj/tests/fuzz/fuzz.o $(FUZZ_BUILD)/libkvt.a
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $^ -o $@ -lm
+
+fuzz: fuzz-build $(TINY_BIN)
+	@set -e; for t in $(FUZZ_ONLY); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/logs; \
+	  echo "== fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	  $(FUZZ_ENV) ./$(FUZZ_BUILD)/fuzz_$$t $(FUZZ_RUN_FLAGS) -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) \
+	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t > $(FUZZ_BUILD)/logs/$$t.log 2>&1 || \
+	    { tail -n 60 $(FUZZ_BUILD)/logs/$$t.log; echo "fuzz_$$t: FAILED (log: $(FUZZ_BUILD)/logs/$$t.log)"; exit 1; }; \
+	  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^Done' $(FUZZ_BUILD)/logs/$$t.log | tr '\n' ' '; echo; \
+	done
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_NAMES:%=$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.d) $(FUZZ_BUILD)/obj/tests/fuzz/fuzz.d
+
+# test_fuzz (a `make test` suite) replays the seeds and the campaigns' findings through the
+# harnesses, compiled here with the normal compiler and linked all into one binary.
+FUZZ_TEST_OBJ := $(FUZZ_NAMES:%=$(BUILD)/obj/tests/fuzz/fuzz_%.o) $(BUILD)/obj/tests/fuzz/fuzz.o
+$(BUILD)/tests/test_fuzz: $(BUILD)/obj/tests/test_fuzz.o $(FUZZ_TEST_OBJ) $(TEST_LIB_OBJ) $(CUDA_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(CHECK_LIBS) $(CUDA_LDLIBS) $(LDLIBS)
+-include $(FUZZ_TEST_OBJ:.o=.d)

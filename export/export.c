@@ -22,10 +22,11 @@ static void usage(FILE *f) {
         "  --dtype  weight dtype of the embedding and matrices (default f32; norms stay f32).\n"
         "         q8_0: GGUF's Q8_0 blocks (fp16 scale + 32 int8 per 32 weights along a row);\n"
         "         a GGUF tensor already in Q8_0 is copied as it is, others are quantized\n"
-        "  --random SHAPE  random weights of a named shape: tiny (2 layers, dim 64, untied,\n"
-        "         Llama-3.1 rope scaling), smollm2-135m, llama3-8b (Llama-3.1-8B dims)\n"
+        "  --random SHAPE  random weights of a named shape: micro (1 layer, dim 16: fuzzing\n"
+        "         seeds), tiny (2 layers, dim 64, untied, Llama-3.1 rope scaling), smollm2-135m,\n"
+        "         llama3-8b (Llama-3.1-8B dims)\n"
         "  --tokenizer SRC  tokenizer for --random: a GGUF, a tokenizer.json, a tiktoken\n"
-        "         tokenizer.model, or a model.bin. tiny and smollm2-135m take the vocab size of\n"
+        "         tokenizer.model, or a model.bin. micro, tiny and smollm2-135m take the vocab size of\n"
         "         SRC; llama3-8b keeps its 128256 and needs a tokenizer of that size (Llama-3's)\n"
         "  --seed N  seed of the random weights (default 1)\n");
 }

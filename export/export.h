@@ -42,6 +42,9 @@ void write_model_bin(const char *path, const Config *c, const Tokenizer *tok, We
 // free_* releases what the source holds.
 typedef struct GGUFExport GGUFExport;
 GGUFExport *open_gguf_export(const char *path, Config *c, Tokenizer *tok, WeightSource *src);
+// The same on a GGUF in memory (see gguf_open_memory).
+GGUFExport *open_gguf_export_memory(const char *name, const uint8_t *data, size_t size, Config *c, Tokenizer *tok,
+                                    WeightSource *src);
 void close_gguf_export(GGUFExport *e);
 
 typedef struct HFExport HFExport;
@@ -54,7 +57,7 @@ void tokenizer_from_gguf(Tokenizer *t, const struct GGUFFile *g);
 
 // --random: named shapes and a seeded random source.
 int random_shape(const char *name, Config *c);   // 0 if the name is unknown
-const char *random_shape_names(void);            // "tiny, smollm2-135m, llama3-8b"
+const char *random_shape_names(void);            // "micro, tiny, smollm2-135m, llama3-8b"
 void random_source(WeightSource *src, const Config *c, uint64_t seed);
 
 // Load a tokenizer from a GGUF, a tokenizer.json, a tiktoken tokenizer.model or a model.bin.

@@ -31,7 +31,7 @@ void tokenizer_from_gguf(Tokenizer *t, const GGUFFile *g) {
     const char *model = gguf_get_str(g, "tokenizer.ggml.model");
     if (strcmp(model, "gpt2") != 0)
         fatal("%s: tokenizer.ggml.model \"%s\" is not supported (only byte-level BPE, \"gpt2\")",
-              g->path, gguf_printable(model));
+              g->path, printable(model));
     char **tokens, **merges;
     uint64_t n_tok = gguf_get_str_array(g, "tokenizer.ggml.tokens", &tokens);
     uint64_t n_merges = gguf_get_str_array(g, "tokenizer.ggml.merges", &merges);
@@ -50,7 +50,7 @@ void tokenizer_from_gguf(Tokenizer *t, const GGUFFile *g) {
     // The builder guesses chat format and special ids from the token names
     // (tokenizer_guess_specials); GGUF's own keys, where present, take precedence.
     build_tokenizer_from_strings(t, tokens, (int)n_tok, merges, (int)n_merges, types);
-    tokenizer_set_gguf_pre(t, gguf_printable(gguf_get_str(g, "tokenizer.ggml.pre")));   // unknown: fatal
+    tokenizer_set_gguf_pre(t, gguf_get_str(g, "tokenizer.ggml.pre"));   // unknown: fatal
     const char *keys[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                            "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
     int *ids[4] = {&t->bos_id, &t->eos_id, &t->eot_id, &t->eom_id};
@@ -121,7 +121,7 @@ static int gguf_q8_0_rows(WeightSource *src, WeightKind k, int layer, uint64_t r
 static void config_from_gguf(Config *c, const GGUFFile *g) {
     const char *arch = gguf_get_str(g, "general.architecture");
     if (strcmp(arch, "llama") != 0)
-        fatal("%s: architecture \"%s\" is not supported (only \"llama\")", g->path, gguf_printable(arch));
+        fatal("%s: architecture \"%s\" is not supported (only \"llama\")", g->path, printable(arch));
     memset(c, 0, sizeof *c);
     c->n_layers = get_dim(g, "llama.block_count");
     c->dim = get_dim(g, "llama.embedding_length");
@@ -142,7 +142,7 @@ static void config_from_gguf(Config *c, const GGUFFile *g) {
     if (gguf_get(g, "llama.rope.scaling.type")) {
         const char *st = gguf_get_str(g, "llama.rope.scaling.type");
         if (strcmp(st, "none") != 0)
-            fatal("%s: rope scaling type \"%s\" is not supported", g->path, gguf_printable(st));
+            fatal("%s: rope scaling type \"%s\" is not supported", g->path, printable(st));
     }
     if (gguf_find_tensor(g, "rope_freqs.weight"))
         fatal("%s: tensor rope_freqs.weight (Llama-3.1 rope scaling baked into frequencies) is not "
@@ -154,9 +154,9 @@ static void config_from_gguf(Config *c, const GGUFFile *g) {
     c->tied_classifier = gguf_find_tensor(g, "output.weight") == NULL;
 }
 
-GGUFExport *open_gguf_export(const char *path, Config *c, Tokenizer *tok, WeightSource *src) {
-    GGUFExport *e = xcalloc(1, sizeof *e);
-    gguf_open(&e->g, path);
+// Once e->g is open: the config, every tensor found and shape-checked, the tokenizer.
+static GGUFExport *setup(GGUFExport *e, Config *c, Tokenizer *tok, WeightSource *src) {
+    const char *path = e->g.path;
     config_from_gguf(&e->c, &e->g);
     const char *err = config_check(&e->c);
     if (err) fatal("%s: unusable model dims: %s", path, err);
@@ -174,6 +174,19 @@ GGUFExport *open_gguf_export(const char *path, Config *c, Tokenizer *tok, Weight
     src->q8_0_rows = gguf_q8_0_rows;
     src->ctx = e;
     return e;
+}
+
+GGUFExport *open_gguf_export(const char *path, Config *c, Tokenizer *tok, WeightSource *src) {
+    GGUFExport *e = xcalloc(1, sizeof *e);
+    gguf_open(&e->g, path);
+    return setup(e, c, tok, src);
+}
+
+GGUFExport *open_gguf_export_memory(const char *name, const uint8_t *data, size_t size, Config *c, Tokenizer *tok,
+                                    WeightSource *src) {
+    GGUFExport *e = xcalloc(1, sizeof *e);
+    gguf_open_memory(&e->g, name, data, size);
+    return setup(e, c, tok, src);
 }
 
 void close_gguf_export(GGUFExport *e) {

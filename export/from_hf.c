@@ -56,7 +56,7 @@ static void read_rope_scaling(Config *c, const char *path, const JsonValue *rs) 
     if (!type || type->type != JSON_STRING) fatal("%s: rope_scaling has no rope_type", path);
     if (strcmp(type->string, "default") == 0) return;
     if (strcmp(type->string, "llama3") != 0)
-        fatal("%s: rope_scaling type \"%s\" is not supported (only \"llama3\")", path, type->string);
+        fatal("%s: rope_scaling type \"%s\" is not supported (only \"llama3\")", path, printable(type->string));
     c->rope_scaling = ROPE_SCALING_LLAMA3;
     c->rope_factor = get_float(path, rs, "factor", 1, 0);
     c->rope_low_freq_factor = get_float(path, rs, "low_freq_factor", 1, 0);
@@ -72,7 +72,7 @@ static void read_config(Config *c, const char *path) {
     if (j->type != JSON_OBJECT) fatal("%s: not a JSON object", path);
     const JsonValue *mt = json_get(j, "model_type");
     if (mt && mt->type == JSON_STRING && strcmp(mt->string, "llama") != 0)
-        fatal("%s: model_type \"%s\" is not supported (only \"llama\")", path, mt->string);
+        fatal("%s: model_type \"%s\" is not supported (only \"llama\")", path, printable(mt->string));
     // Variants of the Llama block this runner does not compute are refused, not ignored.
     const char *biases[2] = {"attention_bias", "mlp_bias"};
     for (int i = 0; i < 2; i++) {
@@ -81,7 +81,7 @@ static void read_config(Config *c, const char *path) {
     }
     const JsonValue *act = json_get(j, "hidden_act");
     if (act && act->type == JSON_STRING && strcmp(act->string, "silu") != 0)
-        fatal("%s: hidden_act \"%s\" is not supported (only \"silu\")", path, act->string);
+        fatal("%s: hidden_act \"%s\" is not supported (only \"silu\")", path, printable(act->string));
     memset(c, 0, sizeof *c);
     c->dim = get_int(path, j, "hidden_size", 1, 0);
     c->hidden_dim = get_int(path, j, "intermediate_size", 1, 0);

@@ -47,26 +47,11 @@ static char *rd_string(Cursor *c, uint64_t *len_out, const char *what) {
     return s;
 }
 
-const char *gguf_printable(const char *s) {
-    static char buf[4][96];
-    static int k;
-    char *o = buf[k++ % 4];
-    size_t n = 0;
-    for (; *s && n + 5 < 84; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c < 0x20 || c == 0x7f) n += (size_t)snprintf(o + n, 5, "\\x%02x", c);
-        else o[n++] = (char)c;
-    }
-    if (*s) { memcpy(o + n, "...", 3); n += 3; }
-    o[n] = 0;
-    return o;
-}
-
 // Keys and tensor names are identifiers: control characters mean a corrupt file.
 static void check_name(const Cursor *c, const char *s, const char *what) {
     for (const char *p = s; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            fatal("%s: %s \"%s\" contains control characters (corrupt file?)", c->g->path, what, gguf_printable(s));
+            fatal("%s: %s \"%s\" contains control characters (corrupt file?)", c->g->path, what, printable(s));
 }
 
 static int fixed_size(int type) {   // bytes of a scalar value type, 0 for string/array
@@ -221,12 +206,13 @@ static void map_file(GGUFFile *g, const char *path) {
     close(fd);
     if (m == MAP_FAILED) fatal("%s: cannot mmap: %s", path, strerror(errno));
     g->map = m;
+    g->mapped = 1;
 }
 
-void gguf_open(GGUFFile *g, const char *path) {
-    memset(g, 0, sizeof *g);
-    g->path = path;
-    map_file(g, path);
+// Everything after the bytes are in place: header, metadata, tensor infos, tensor extents.
+static void parse(GGUFFile *g) {
+    const char *path = g->path;
+    if (g->size < 24) fatal("%s: not a GGUF file (only %zu bytes)", path, g->size);
     Cursor c = {g, 0};
     if (rd(&c, 4, "magic") != GGUF_MAGIC) fatal("%s: not a GGUF file (bad magic)", path);
     g->version = (uint32_t)rd(&c, 4, "version");
@@ -260,6 +246,21 @@ void gguf_open(GGUFFile *g, const char *path) {
     for (uint64_t k = 0; k < g->n_tensors; k++) locate_tensor(g, &g->tensors[k]);
 }
 
+void gguf_open(GGUFFile *g, const char *path) {
+    memset(g, 0, sizeof *g);
+    g->path = path;
+    map_file(g, path);
+    parse(g);
+}
+
+void gguf_open_memory(GGUFFile *g, const char *name, const uint8_t *data, size_t size) {
+    memset(g, 0, sizeof *g);
+    g->path = name;
+    g->map = data;
+    g->size = size;
+    parse(g);
+}
+
 void gguf_close(GGUFFile *g) {
     for (uint64_t k = 0; k < g->n_kv; k++) {
         free(g->keys[k]);
@@ -269,7 +270,7 @@ void gguf_close(GGUFFile *g) {
     free(g->keys);
     free(g->values);
     free(g->tensors);
-    if (g->map) munmap(g->map, g->size);
+    if (g->mapped) munmap((void *)g->map, g->size);
     memset(g, 0, sizeof *g);
 }
 

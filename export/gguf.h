@@ -47,8 +47,9 @@ typedef struct {
 
 typedef struct GGUFFile {
     const char *path;
-    uint8_t *map;         // the whole file, mmapped read-only
+    const uint8_t *map;   // the whole file, mmapped read-only (or the caller's bytes)
     size_t size;
+    int mapped;           // 1: map is ours to munmap
     uint32_t version;
     uint64_t n_kv;
     char **keys;          // [n_kv]
@@ -61,6 +62,9 @@ typedef struct GGUFFile {
 
 // Open and fully validate a GGUF file: every malformed case is fatal with the path named.
 void gguf_open(GGUFFile *g, const char *path);
+// The same on a GGUF already in memory (data[0..size), which must outlive g); name stands for
+// the path in messages. The fuzz harness and tests read files this way.
+void gguf_open_memory(GGUFFile *g, const char *name, const uint8_t *data, size_t size);
 void gguf_close(GGUFFile *g);
 
 const GGUFValue *gguf_get(const GGUFFile *g, const char *key);             // NULL if absent
@@ -73,10 +77,6 @@ uint64_t gguf_get_str_array(const GGUFFile *g, const char *key, char ***out);
 
 const GGUFTensor *gguf_find_tensor(const GGUFFile *g, const char *name);   // NULL if absent
 const GGUFTensor *gguf_need_tensor(const GGUFFile *g, const char *name);   // fatal if absent
-
-// s with control characters escaped (\xNN) and cut to 80 bytes, for error messages that
-// quote strings from the file (a few rotating static buffers).
-const char *gguf_printable(const char *s);
 
 const char *ggml_type_name(int type);     // "Q4_1", ... or "unknown"
 const char *gguf_type_name(int type);     // "uint32", ... or "unknown"

@@ -62,14 +62,22 @@ void random_source(WeightSource *src, const Config *c, uint64_t seed) {
     src->ctx = &ctx;
 }
 
-const char *random_shape_names(void) { return "tiny, smollm2-135m, llama3-8b"; }
+const char *random_shape_names(void) { return "micro, tiny, smollm2-135m, llama3-8b"; }
 
 // The vocab_size set here is the shape's own; export.c replaces it by the tokenizer's for
 // tiny and smollm2-135m (see export --help).
 int random_shape(const char *name, Config *c) {
     memset(c, 0, sizeof *c);
     c->norm_eps = 1e-5f;
-    if (strcmp(name, "tiny") == 0) {
+    if (strcmp(name, "micro") == 0) {
+        // The smallest model with every part (GQA, untied classifier, rope scaling): a few KB
+        // of weights with a small vocabulary, the size of a fuzzing seed (tests/fuzz/corpus).
+        c->dim = 16; c->hidden_dim = 32; c->n_layers = 1; c->n_heads = 2; c->n_kv_heads = 1;
+        c->vocab_size = 256; c->max_seq_len = 64; c->rope_theta = 10000.0f;
+        c->rope_scaling = ROPE_SCALING_LLAMA3; c->rope_factor = 8.0f;
+        c->rope_low_freq_factor = 1.0f; c->rope_high_freq_factor = 4.0f; c->rope_orig_ctx = 16;
+        c->tied_classifier = 0;
+    } else if (strcmp(name, "tiny") == 0) {
         // Untied and with Llama-3.1 scaling, so the paths the default model does not take
         // (a separate classifier, scaled RoPE) are covered by the unit tests.
         c->dim = 64; c->hidden_dim = 128; c->n_layers = 2; c->n_heads = 4; c->n_kv_heads = 2;

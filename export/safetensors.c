@@ -26,37 +26,38 @@ static uint64_t dtype_bytes(int dt) { return dt == ST_F32 ? 4 : 2; }
 
 static uint64_t json_u64(const char *path, const char *name, const char *field, const JsonValue *v) {
     if (!v || v->type != JSON_NUMBER || !v->number_is_int || v->integer < 0)
-        fatal("%s: tensor %s: %s must hold non-negative integers", path, name, field);
+        fatal("%s: tensor %s: %s must hold non-negative integers", path, printable(name), field);
     return (uint64_t)v->integer;
 }
 
 // One entry of the header: {"dtype", "shape", "data_offsets"} -> STTensor.
 static void parse_entry(STTensor *t, const char *path, const char *name, const JsonValue *v,
                         const uint8_t *data, uint64_t data_size) {
-    if (v->type != JSON_OBJECT) fatal("%s: tensor %s: header entry is not an object", path, name);
+    if (v->type != JSON_OBJECT) fatal("%s: tensor %s: header entry is not an object", path, printable(name));
     const JsonValue *dt = json_get(v, "dtype"), *shape = json_get(v, "shape"), *off = json_get(v, "data_offsets");
-    if (!dt || dt->type != JSON_STRING) fatal("%s: tensor %s: missing dtype", path, name);
+    if (!dt || dt->type != JSON_STRING) fatal("%s: tensor %s: missing dtype", path, printable(name));
     t->dtype = dtype_from_name(dt->string);
     if (t->dtype < 0)
-        fatal("%s: tensor %s has unsupported dtype %s (supported: F32, F16, BF16)", path, name, dt->string);
+        fatal("%s: tensor %s has unsupported dtype %s (supported: F32, F16, BF16)", path, printable(name),
+              printable(dt->string));
     if (!shape || shape->type != JSON_ARRAY || shape->n > 8)
-        fatal("%s: tensor %s: shape must be an array of at most 8 dims", path, name);
+        fatal("%s: tensor %s: shape must be an array of at most 8 dims", path, printable(name));
     t->n_dims = (int)shape->n;
     t->n_elements = 1;
     for (size_t d = 0; d < shape->n; d++) {
         t->shape[d] = json_u64(path, name, "shape", &shape->items[d]);
         if (mul_overflow_u64(t->n_elements, t->shape[d], &t->n_elements))
-            fatal("%s: tensor %s: shape overflows", path, name);
+            fatal("%s: tensor %s: shape overflows", path, printable(name));
     }
     if (!off || off->type != JSON_ARRAY || off->n != 2)
-        fatal("%s: tensor %s: data_offsets must be [begin, end]", path, name);
+        fatal("%s: tensor %s: data_offsets must be [begin, end]", path, printable(name));
     uint64_t begin = json_u64(path, name, "data_offsets", &off->items[0]);
     uint64_t end = json_u64(path, name, "data_offsets", &off->items[1]), bytes;
     if (end < begin || end > data_size)
-        fatal("%s: tensor %s: data_offsets [%llu, %llu] lie outside the data (%llu bytes)", path, name,
+        fatal("%s: tensor %s: data_offsets [%llu, %llu] lie outside the data (%llu bytes)", path, printable(name),
               (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_size);
     if (mul_overflow_u64(t->n_elements, dtype_bytes(t->dtype), &bytes) || bytes != end - begin)
-        fatal("%s: tensor %s: %llu bytes of data for %llu %s elements", path, name,
+        fatal("%s: tensor %s: %llu bytes of data for %llu %s elements", path, printable(name),
               (unsigned long long)(end - begin), (unsigned long long)t->n_elements, dt->string);
     t->name = xstrdup(name);
     t->data = data + begin;
@@ -64,7 +65,7 @@ static void parse_entry(STTensor *t, const char *path, const char *name, const J
 }
 
 static STFile map_file(const char *path) {
-    STFile f = {xstrdup(path), NULL, 0};
+    STFile f = {xstrdup(path), NULL, 0, 1};
     int fd = open(path, O_RDONLY);
     if (fd < 0) fatal("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -78,11 +79,12 @@ static STFile map_file(const char *path) {
     return f;
 }
 
-void st_open_file(SafeTensors *s, const char *path) {
-    STFile f = map_file(path);
+// The header of file f (just added to s): its tensors.
+static void parse_file(SafeTensors *s, STFile f) {
     s->files = xrealloc(s->files, (size_t)(s->n_files + 1) * sizeof(STFile));
     s->files[s->n_files++] = f;
-    const char *fpath = s->files[s->n_files - 1].path;
+    const char *path = s->files[s->n_files - 1].path;
+    if (f.size < 8) fatal("%s: not a safetensors file (%zu bytes)", path, f.size);
     uint64_t n = 0;
     for (int i = 0; i < 8; i++) n |= (uint64_t)f.map[i] << (8 * i);
     if (n == 0 || n > f.size - 8)
@@ -96,13 +98,19 @@ void st_open_file(SafeTensors *s, const char *path) {
     s->tensors = xrealloc(s->tensors, (size_t)(s->n_tensors + h->n) * sizeof(STTensor));
     for (size_t i = 0; i < h->n; i++) {
         if (strcmp(h->keys[i], "__metadata__") == 0) continue;
-        if (st_find(s, h->keys[i])) fatal("%s: tensor %s appears twice", path, h->keys[i]);
+        if (st_find(s, h->keys[i])) fatal("%s: tensor %s appears twice", path, printable(h->keys[i]));
         STTensor *t = &s->tensors[s->n_tensors];
         memset(t, 0, sizeof *t);
-        parse_entry(t, fpath, h->keys[i], &h->items[i], data, data_size);
+        parse_entry(t, path, h->keys[i], &h->items[i], data, data_size);
         s->n_tensors++;
     }
     json_free(h);
+}
+
+void st_open_file(SafeTensors *s, const char *path) { parse_file(s, map_file(path)); }
+
+void st_open_memory(SafeTensors *s, const char *name, const uint8_t *data, size_t size) {
+    parse_file(s, (STFile){xstrdup(name), data, size, 0});
 }
 
 static char *join(const char *dir, const char *name) {
@@ -125,7 +133,7 @@ static void open_index(SafeTensors *s, const char *dir, const char *index_path) 
     for (size_t i = 0; i < wm->n; i++) {
         const JsonValue *f = &wm->items[i];
         if (f->type != JSON_STRING || !f->string[0] || strchr(f->string, '/') || strlen(f->string) != f->string_len)
-            fatal("%s: weight_map[%s] is not a file name in the folder", index_path, wm->keys[i]);
+            fatal("%s: weight_map[%s] is not a file name in the folder", index_path, printable(wm->keys[i]));
         int seen = 0;
         for (size_t j = 0; j < i && !seen; j++) seen = strcmp(wm->items[j].string, f->string) == 0;
         if (seen) continue;
@@ -135,7 +143,8 @@ static void open_index(SafeTensors *s, const char *dir, const char *index_path) 
     }
     for (size_t i = 0; i < wm->n; i++)
         if (!st_find(s, wm->keys[i]))
-            fatal("%s: tensor %s is listed for %s but not in it", index_path, wm->keys[i], wm->items[i].string);
+            fatal("%s: tensor %s is listed for %s but not in it", index_path, printable(wm->keys[i]),
+                  printable(wm->items[i].string));
     json_free(idx);
     free(text);
 }
@@ -174,7 +183,7 @@ void st_open_dir(SafeTensors *s, const char *dir) {
 void st_close(SafeTensors *s) {
     for (int i = 0; i < s->n_tensors; i++) free(s->tensors[i].name);
     for (int i = 0; i < s->n_files; i++) {
-        munmap(s->files[i].map, s->files[i].size);
+        if (s->files[i].mapped) munmap((void *)s->files[i].map, s->files[i].size);
         free(s->files[i].path);
     }
     free(s->tensors);

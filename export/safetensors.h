@@ -24,8 +24,9 @@ typedef struct {
 
 typedef struct {
     char *path;
-    uint8_t *map;
+    const uint8_t *map;
     size_t size;
+    int mapped;             // 1: map is ours to munmap
 } STFile;
 
 typedef struct {
@@ -37,6 +38,9 @@ typedef struct {
 
 // Add the tensors of one .safetensors file. Malformed files are fatal, naming the path.
 void st_open_file(SafeTensors *s, const char *path);
+// The same for a file already in memory (data[0..size), which must outlive s); name stands
+// for the path in messages. Start from a zeroed SafeTensors.
+void st_open_memory(SafeTensors *s, const char *name, const uint8_t *data, size_t size);
 // Open a checkpoint folder: model.safetensors.index.json if present, else its one
 // *.safetensors file.
 void st_open_dir(SafeTensors *s, const char *dir);

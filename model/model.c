@@ -12,6 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static void short_file(const char *path, uint64_t size) {
+    fatal("%s: not a model.bin file (%llu bytes, shorter than the %d-byte header)", path, (unsigned long long)size,
+          MODELBIN_HEADER_SIZE);
+}
+
 // Map the whole file read-only. Pages are loaded on first touch, so load time does not
 // depend on the model size and several processes share one copy in the page cache.
 static void *map_file(const char *path, size_t *size) {
@@ -20,9 +25,7 @@ static void *map_file(const char *path, size_t *size) {
     struct stat st;
     if (fstat(fd, &st) != 0) fatal("%s: cannot stat: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) fatal("%s: not a regular file", path);
-    if ((uint64_t)st.st_size < MODELBIN_HEADER_SIZE)
-        fatal("%s: not a model.bin file (%lld bytes, shorter than the %d-byte header)", path,
-              (long long)st.st_size, MODELBIN_HEADER_SIZE);
+    if ((uint64_t)st.st_size < MODELBIN_HEADER_SIZE) short_file(path, (uint64_t)st.st_size);
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) fatal("%s: cannot mmap: %s", path, strerror(errno));
     close(fd);
@@ -81,9 +84,9 @@ static void point_weights(Model *m, const WeightLayout *l, const uint8_t *base) 
     w->classifier = base + l->classifier;
 }
 
-void load_model(Model *m, const char *path) {
-    memset(m, 0, sizeof *m);
-    m->map = map_file(path, &m->map_size);
+// Everything once the bytes are in m->map: header, layout, tokenizer.
+static void parse(Model *m, const char *path) {
+    if (m->map_size < MODELBIN_HEADER_SIZE) short_file(path, m->map_size);
     ModelHeader h;
     memcpy(&h, m->map, sizeof h);
     check_header(path, &h, m->map_size);
@@ -105,9 +108,24 @@ void load_model(Model *m, const char *path) {
         fatal("%s: the tokenizer has %d tokens, the model %d", path, m->tokenizer.vocab_size, m->config.vocab_size);
 }
 
+void load_model(Model *m, const char *path) {
+    memset(m, 0, sizeof *m);
+    m->map = map_file(path, &m->map_size);
+    m->mapped = 1;
+    parse(m, path);
+}
+
+void load_model_memory(Model *m, const char *name, const void *data, size_t size) {
+    if ((uintptr_t)data % MODELBIN_TENSOR_ALIGN) fatal("load_model_memory: %s: the bytes are not 64-byte aligned", name);
+    memset(m, 0, sizeof *m);
+    m->map = data;
+    m->map_size = size;
+    parse(m, name);
+}
+
 void free_model(Model *m) {
     free_tokenizer(&m->tokenizer);
     free(m->weights.layers);
-    if (m->map) munmap(m->map, m->map_size);
+    if (m->mapped) munmap((void *)m->map, m->map_size);
     memset(m, 0, sizeof *m);
 }

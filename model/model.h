@@ -26,11 +26,15 @@ typedef struct {
     Config config;
     Weights weights;
     Tokenizer tokenizer;
-    void *map; size_t map_size;      // the mmap'd file
+    const void *map; size_t map_size;   // the mmap'd file (or the caller's bytes)
+    int mapped;                         // 1: map is ours to munmap
 } Model;
 
 // Load and validate model.bin; any problem is fatal with a message naming the path.
 void load_model(Model *m, const char *path);
+// The same for a model.bin already in memory: data[0..size), 64-byte aligned (the tensors
+// are read in place), outliving m; name stands for the path in messages (fuzzing, tests).
+void load_model_memory(Model *m, const char *name, const void *data, size_t size);
 void free_model(Model *m);
 
 // Activations for a batch of up to max_batch tokens.

@@ -48,6 +48,8 @@ void parse_kv_bits(const char *spec, const char *what, int *k_bits, int *v_bits)
 // be present exactly once with nbits_key and nbits_value in {2, 4, 8, 16}; anything else is
 // fatal naming the file, the layer/head and the problem.
 void load_kvconfig(KVSpec *s, const char *path);
+// The same for the file's text in memory, bytes[0..len); name stands for the path in messages.
+void load_kvconfig_text(KVSpec *s, const char *name, const char *bytes, size_t len);
 
 // A short name for the bits: "fp16", "kv4", "k8v4", or "mixed".
 const char *kvspec_label(const KVSpec *s, char *buf, int n);

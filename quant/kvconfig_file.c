@@ -84,7 +84,7 @@ static void parse_yaml(CfgNode *root, char *text, const char *path) {
         if (kid_indent[depth] == -1) kid_indent[depth] = indent;
         else if (indent != kid_indent[depth]) fatal("%s: line %d: malformed YAML: inconsistent indentation", path, line_no);
         for (int i = 0; i < parent->n; i++)
-            if (strcmp(parent->kids[i].key, key) == 0) fatal("%s: line %d: duplicate key '%s'", path, line_no, key);
+            if (strcmp(parent->kids[i].key, key) == 0) fatal("%s: line %d: duplicate key '%s'", path, line_no, printable(key));
         CfgNode *node = add_kid(parent, key, line_no);
         if (*value) {
             if (*value == '{' || *value == '[' || *value == '&' || *value == '*' || *value == '|' || *value == '>')
@@ -104,7 +104,7 @@ static void from_json(CfgNode *node, const JsonValue *v, const char *path) {
     if (v->type == JSON_OBJECT) {
         for (size_t i = 0; i < v->n; i++) {
             for (int j = 0; j < node->n; j++)
-                if (strcmp(node->kids[j].key, v->keys[i]) == 0) fatal("%s: duplicate key '%s'", path, v->keys[i]);
+                if (strcmp(node->kids[j].key, v->keys[i]) == 0) fatal("%s: duplicate key '%s'", path, printable(v->keys[i]));
             from_json(add_kid(node, v->keys[i], 0), &v->items[i], path);
         }
         return;
@@ -137,16 +137,16 @@ static void where(char *buf, size_t n, int layer, int head, int line) {
 static void read_pair(const CfgNode *node, KVBits *b, const char *path, int layer, int head) {
     char at[96];
     where(at, sizeof at, layer, head, node->line);
-    if (node->value) fatal("%s: %s: expected a mapping with nbits_key and nbits_value, got '%s'", path, at, node->value);
+    if (node->value) fatal("%s: %s: expected a mapping with nbits_key and nbits_value, got '%s'", path, at, printable(node->value));
     int got[2] = { 0, 0 };
     for (int i = 0; i < node->n; i++) {
         const CfgNode *k = &node->kids[i];
         int which = strcmp(k->key, "nbits_key") == 0 ? 0 : strcmp(k->key, "nbits_value") == 0 ? 1 : -1;
-        if (which < 0) fatal("%s: %s: unknown key '%s' (expected nbits_key, nbits_value)", path, at, k->key);
+        if (which < 0) fatal("%s: %s: unknown key '%s' (expected nbits_key, nbits_value)", path, at, printable(k->key));
         if (!k->value) fatal("%s: %s: %s must be a number, not a mapping", path, at, k->key);
         long bits = parse_index(k->value);
         if (bits != 2 && bits != 4 && bits != 8 && bits != 16)
-            fatal("%s: %s: %s is '%s', not one of 2, 4, 8, 16", path, at, k->key, k->value);
+            fatal("%s: %s: %s is '%s', not one of 2, 4, 8, 16", path, at, k->key, printable(k->value));
         if (which == 0) b->k_bits = (int)bits; else b->v_bits = (int)bits;
         got[which] = 1;
     }
@@ -160,7 +160,7 @@ static void apply_tree(KVSpec *s, const CfgNode *root, const char *path) {
     for (int i = 0; i < root->n; i++) {
         const CfgNode *ln = &root->kids[i];
         long layer = parse_index(ln->key);
-        if (layer < 0) fatal("%s: unknown key '%s' at the top level (expected a layer index)", path, ln->key);
+        if (layer < 0) fatal("%s: unknown key '%s' at the top level (expected a layer index)", path, printable(ln->key));
         if (layer >= L) fatal("%s: layer %ld present but the model has %d layers (0..%d)", path, layer, L, L - 1);
         int per_head = ln->n > 0 && parse_index(ln->kids[0].key) >= 0;
         if (!per_head) {
@@ -174,7 +174,7 @@ static void apply_tree(KVSpec *s, const CfgNode *root, const char *path) {
             long head = parse_index(hn->key);
             char at[96];
             where(at, sizeof at, (int)layer, -1, hn->line);
-            if (head < 0) fatal("%s: %s: unknown key '%s' (expected a kv head index)", path, at, hn->key);
+            if (head < 0) fatal("%s: %s: unknown key '%s' (expected a kv head index)", path, at, printable(hn->key));
             if (head >= H) fatal("%s: %s: kv head %ld present but the model has %d kv heads (0..%d)", path, at, head, H, H - 1);
             read_pair(hn, &s->bits[layer * H + head], path, (int)layer, (int)head);
             seen[layer * H + head] = 1;
@@ -190,7 +190,15 @@ static void apply_tree(KVSpec *s, const CfgNode *root, const char *path) {
 void load_kvconfig(KVSpec *s, const char *path) {
     size_t len;
     char *text = read_file(path, &len);
-    if (strlen(text) != len) fatal("%s: NUL byte in a text config", path);
+    load_kvconfig_text(s, path, text, len);
+    free(text);
+}
+
+void load_kvconfig_text(KVSpec *s, const char *path, const char *bytes, size_t len) {
+    if (memchr(bytes, 0, len)) fatal("%s: NUL byte in a text config", path);
+    char *text = xmalloc(len + 1);     // the YAML reader cuts lines in place
+    memcpy(text, bytes, len);
+    text[len] = 0;
     CfgNode root = {0};
     const char *p = text;
     while (isspace((unsigned char)*p)) p++;

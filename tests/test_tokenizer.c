@@ -4,6 +4,7 @@
 // round trips, decoding, chat prompts and every bad input as a clean fatal error.
 #include "testutil.h"
 #include "../tokenizer/tokenizer.h"
+#include "../tokenizer/tok_internal.h"
 #include "../export/export.h"
 #include "../export/gguf.h"
 #include "../util/json.h"
@@ -109,6 +110,17 @@ static int parse_ids(const char *s, int **ids) {
     return n;
 }
 
+// Offset of the first byte of s[0..n) that has no token of its own in t, or -1. Such text is
+// refused (tokenizer.h), where `tokenizers` drops the byte.
+static long missing_byte(const Tokenizer *t, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (find_token_bytes(t, s + i, 1) < 0) return (long)i;
+    return -1;
+}
+
+// Texts of the golden files that the vocabulary cannot encode (counted, not compared).
+static int golden_refused;
+
 // Encode every sample of a golden file with t and count the lines whose ids differ.
 // gpt2_lines: for PRETOK_GPT2, a line "gpt2 <set> i" replaces the ids of "<set> i".
 static int check_golden(const Tokenizer *t, const char *model, int gpt2_lines, int *n_checked) {
@@ -139,6 +151,13 @@ static int check_golden(const Tokenizer *t, const char *model, int gpt2_lines, i
                 ck_assert_str_eq(set, "chat");
                 chat = tokenizer_chat_prompt(t, CHATS[idx][0], CHATS[idx][1]);
                 s = (Sample){ chat, strlen(chat), 1 };
+            }
+            if (missing_byte(t, s.text, s.len) >= 0) {     // refused: see bytes_without_token
+                golden_refused++;
+                free(chat);
+                if (!end) break;
+                line = end + 1;
+                continue;
             }
             int *want, *got;
             int n_want = parse_ids(ids_text, &want), n_got = tokenizer_encode(t, s.text, s.len, s.special, &got);
@@ -186,9 +205,11 @@ START_TEST(smollm2_golden) {
     ck_assert_int_eq(t.vocab_size, 49152);
     ck_assert_int_eq(t.pretok, PRETOK_SMOLLM);
     ck_assert_int_eq(t.chat, CHAT_CHATML);
+    golden_refused = 0;
     int n, bad = check_golden(&t, "smollm2", 0, &n);
     ck_assert_int_gt(n, 140 + 1319 + 100);
     ck_assert_msg(bad == 0, "%d of %d samples differ (Digits + ByteLevel)", bad, n);
+    ck_assert_int_eq(golden_refused, 1);               // the case "\x1c\x1d\x1e\x1f": no token for 0x1d
     // The same vocab with the plain GPT-2 pattern is transformers' GGUF tokenizer.
     t.pretok = PRETOK_GPT2;
     bad = check_golden(&t, "smollm2", 1, &n);
@@ -431,6 +452,11 @@ START_TEST(bad_tiktoken) {
     expect_fatal(do_tiktoken, write_tmp("a.model", "IQ== 0\nIg== 1\n!!notbase64 2\n"), "line 3: not \"<base64> <rank>\"");
     expect_fatal(do_tiktoken, write_tmp("b.model", "IQ== 0\nIg== x\n"), "line 2");
     expect_fatal(do_tiktoken, write_tmp("c.model", "IQ== 0\nIg== 5\n"), "line 2: rank 5, expected 1");
+    // A token of 1025 bytes ("aaa" x 341 + "aa"): the merge search is quadratic in its length.
+    char line[1500] = "";
+    for (int i = 0; i < 341; i++) strcat(line, "YWFh");
+    strcat(line, "YWE= 0\n");
+    expect_fatal(do_tiktoken, write_tmp("d.model", line), "line 1: a token of 1025 bytes (at most 1024)");
     expect_fatal(do_gguf_pre, "qwen2", "tokenizer.ggml.pre 'qwen2' is not supported");
 }
 END_TEST
@@ -470,6 +496,122 @@ START_TEST(bad_blob) {
 }
 END_TEST
 
+// ---- bytes without a token; special tokens that are not UTF-8 ----------------------------
+
+static Tokenizer smollm2;             // loaded before the forks of expect_fatal
+static void do_encode_smollm2(const char *text) {
+    int *ids;
+    tokenizer_encode(&smollm2, text, strlen(text), 0, &ids);
+}
+
+// SmolLM2's vocabulary has no token for 21 byte values. Text holding one is refused, naming
+// the byte and its offset, where `tokenizers` would drop the byte in silence.
+START_TEST(bytes_without_token) {
+    load_smollm2(&smollm2);
+    static const unsigned char missing[] = { 0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, 0xc0, 0xc1, 0xf1, 0xf2, 0xf5, 0xf6,
+                                             0xf7, 0xf8, 0xf9, 0xfa, 0xfb, 0xfc, 0xfd, 0xfe, 0xff };
+    int n_missing = 0;
+    for (int b = 0; b < 256; b++) {
+        char s = (char)b;
+        int absent = find_token_bytes(&smollm2, &s, 1) < 0;
+        n_missing += absent;
+        ck_assert_int_eq(absent, memchr(missing, b, sizeof missing) != NULL);
+    }
+    ck_assert_int_eq(n_missing, 21);
+    expect_fatal(do_encode_smollm2, "a\x04" "b", "text to encode: byte 0x04 at byte 1 has no token in this vocabulary");
+    expect_fatal(do_encode_smollm2, "\x1c\x1d\x1e\x1f", "text to encode: byte 0x1d at byte 1 has no token");
+    // Valid UTF-8 whose lead byte has no token (U+40000): not a silently shorter encoding.
+    expect_fatal(do_encode_smollm2, "ok \xf1\x80\x80\x80", "text to encode: byte 0xf1 at byte 3 has no token");
+    // Neighbours of a missing byte still encode exactly: "a\x05b" has a token per byte.
+    int *ids, n = tokenizer_encode(&smollm2, "a\x05" "b", 3, 0, &ids);
+    ck_assert_int_eq(n, 3);
+    free(ids);
+    // The shipped runner: one error line, exit 1.
+    char cmd[512], *out, *err;
+    snprintf(cmd, sizeof cmd, "%s %s -m tokenize -i \"$(printf 'a\\004b')\"", run_bin(), TINY_MODEL);
+    ck_assert_int_eq(run_capture(cmd, &out, &err), 1);
+    ck_assert_str_eq(err, "error: text to encode: byte 0x04 at byte 1 has no token in this vocabulary\n");
+    ck_assert_str_eq(out, "");
+    free(out); free(err);
+    free_tokenizer(&smollm2);
+}
+END_TEST
+
+// A tokenizer with the 256 byte tokens, <|im_start|>, <|im_end|> and a third special token
+// of the caller's choice, made in memory as no loader would let it be.
+static void bytes_and_specials(Tokenizer *t, const char *third) {
+    memset(t, 0, sizeof *t);
+    t->vocab_size = 259;
+    t->token = xcalloc(259, sizeof *t->token);
+    t->token_len = xcalloc(259, sizeof *t->token_len);
+    t->is_special = xcalloc(259, 1);
+    const char *special[3] = { "<|im_start|>", "<|im_end|>", third };
+    for (int i = 0; i < 259; i++) {
+        char b[2] = { (char)i, 0 };
+        t->token[i] = xstrdup(i < 256 ? b : special[i - 256]);
+        t->token_len[i] = i < 256 ? 1 : (int)strlen(special[i - 256]);
+        t->is_special[i] = i >= 256;
+    }
+    t->merges = xmalloc(2 * sizeof *t->merges);
+    t->pretok = PRETOK_SMOLLM;
+    tokenizer_finish(t);
+    tokenizer_guess_specials(t);
+}
+
+static uint8_t *g_tok_blob;
+static uint64_t g_tok_blob_size;
+static void do_tok_blob(const char *unused) {
+    (void)unused;
+    Tokenizer t;
+    tokenizer_from_blob(&t, g_tok_blob, g_tok_blob_size);
+}
+static void do_strings(const char *tok) {
+    char *tokens[2] = { "a", (char *)tok };
+    int32_t types[2] = { 1, 3 };
+    Tokenizer t;
+    build_tokenizer_from_strings(&t, tokens, 2, NULL, 0, types);
+}
+
+// A special token that is not valid UTF-8 ("\xc3", a lone lead byte) could match inside a
+// character and cut the text there: every loader refuses it, and the encoder matches special
+// tokens only between characters anyway.
+START_TEST(special_token_not_utf8) {
+    Tokenizer t;
+    bytes_and_specials(&t, "\xc3");
+    g_tok_blob = tokenizer_to_blob(&t, &g_tok_blob_size);
+    expect_fatal(do_tok_blob, "", "model.bin tokenizer section: special token 258 is not valid UTF-8 (at byte 0)");
+    expect_fatal(do_strings, "\xc3", "tokenizer: special token 1 is not valid UTF-8 (at byte 0)");
+    expect_fatal(do_json, write_tmp("special.json", "{\"added_tokens\": [{\"id\": 1, \"content\": \"ab\xe2\x82\"}],"
+                 " \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0},"
+                 " \"merges\": []}}"), ": special token 1 is not valid UTF-8 (at byte 2)");
+    // The encoder on such a vocabulary (made in memory): no cut inside "é", the text comes back.
+    const char *text = "\xc3\xa9t\xc3\xa9\xc3";           // "été" and a lone lead byte
+    for (int special = 0; special < 2; special++) {
+        int *ids, n = tokenizer_encode(&t, text, 5, special, &ids);
+        ck_assert_int_eq(n, 5);
+        for (int i = 0; i < n; i++) ck_assert_int_lt(ids[i], 256);
+        free(ids);
+    }
+    // Written into a model.bin, as a crafted file could hold it: the runner refuses the file in
+    // one line instead of overflowing a buffer while it encodes the chat prompt.
+    Config c;
+    ck_assert(random_shape("micro", &c));
+    c.vocab_size = t.vocab_size;
+    c.wdtype = DTYPE_F32;
+    WeightSource src;
+    random_source(&src, &c, 1);
+    char path[256], cmd[600], *out, *err;
+    snprintf(path, sizeof path, "%s/special-not-utf8.bin", test_tmpdir());
+    write_model_bin(path, &c, &t, &src);
+    snprintf(cmd, sizeof cmd, "%s %s -m chat -i '\xc3\xa9t\xc3\xa9' -n 1", run_bin(), path);
+    ck_assert_int_eq(run_capture(cmd, &out, &err), 1);
+    ck_assert_str_eq(err, "error: model.bin tokenizer section: special token 258 is not valid UTF-8 (at byte 0)\n");
+    free(out); free(err);
+    free(g_tok_blob);
+    free_tokenizer(&t);
+}
+END_TEST
+
 static Suite *tokenizer_suite(void) {
     Suite *s = suite_create("tokenizer");
     TCase *tc = tcase_create("tokenizer");
@@ -486,6 +628,8 @@ static Suite *tokenizer_suite(void) {
     tcase_add_test(tc, bad_tiktoken);
     tcase_add_test(tc, bad_utf8_input);
     tcase_add_test(tc, bad_blob);
+    tcase_add_test(tc, bytes_without_token);
+    tcase_add_test(tc, special_token_not_utf8);
     suite_add_tcase(s, tc);
     return s;
 }

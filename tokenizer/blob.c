@@ -20,6 +20,7 @@
 typedef struct { uint8_t *p; uint64_t n, cap; } Writer;
 
 static void put(Writer *w, const void *src, uint64_t n) {
+    if (n == 0) return;                 // src may be NULL then (an empty token)
     if (w->n + n > w->cap) { w->cap = 2 * (w->n + n); w->p = xrealloc(w->p, w->cap); }
     memcpy(w->p + w->n, src, n);
     w->n += n;
@@ -94,6 +95,9 @@ void tokenizer_from_blob(Tokenizer *t, const uint8_t *blob, uint64_t size) {
         if (len > 1u << 20) BAD("token %d has length %u", i, len);
         if (special > 1) BAD("token %d has flag %u", i, special);
         const uint8_t *bytes = take(&r, len, "token bytes");
+        // Special tokens are matched in (UTF-8) text: one that is not UTF-8 could split a character.
+        int64_t bad = special ? tokenizer_utf8_check((const char *)bytes, len) : -1;
+        if (bad >= 0) BAD("special token %d is not valid UTF-8 (at byte %lld)", i, (long long)bad);
         t->token[i] = xmalloc(len + 1);
         memcpy(t->token[i], bytes, len);
         t->token[i][len] = '\0';

@@ -5,7 +5,7 @@
 // adjacent pair with the lowest merge rank is merged, again and again, until no adjacent
 // pair has a merge (GPT-2 / tiktoken / Hugging Face BPE all do this; ties go to the leftmost).
 // Tokens are stored as raw bytes; the GPT-2 byte->unicode map only matters when reading
-// token strings from tokenizer.json / GGUF (tokenizer_io.c).
+// token strings from tokenizer.json / GGUF (build.c).
 #include <stdlib.h>
 #include <string.h>
 #include "tok_internal.h"
@@ -214,8 +214,11 @@ static void push_pair(const TokIndex *x, BpeScratch *s, int pos) {
     if (find_merge(x, s->id[pos], s->id[q], &rank, &result)) heap_push(s, (Cand){rank, pos});
 }
 
-static void bpe_piece(const Tokenizer *t, BpeScratch *s, const char *p, size_t n, IdVec *out) {
+// BPE of the pre-token text[start, end) (offsets into the whole text, for messages).
+static void bpe_piece(const Tokenizer *t, BpeScratch *s, const char *text, size_t start, size_t end, IdVec *out) {
     const TokIndex *x = t->index;
+    const char *p = text + start;
+    size_t n = end - start;
     if (t->ignore_merges || n == 1) {
         int id = find_token_bytes(t, p, n);
         if (id >= 0) { push_id(out, id); return; }
@@ -227,12 +230,16 @@ static void bpe_piece(const Tokenizer *t, BpeScratch *s, const char *p, size_t n
         s->next = xrealloc(s->next, s->cap * sizeof *s->next);
         s->heap = xrealloc(s->heap, 3 * s->cap * sizeof *s->heap);
     }
-    // One symbol per byte. A byte with no token of its own is dropped, as Hugging Face's BPE
-    // does without an unk token (every byte-level vocab we load has all 256).
+    // One symbol per byte. Some byte-level vocabularies lack a few byte values (SmolLM2 has
+    // no token for 21 of them, 0x04 and 0xf1 among them). Hugging Face's BPE drops such a
+    // byte without a word when there is no unk token; we refuse the text instead, because
+    // losing part of a user's input in silence would change what the model is asked.
     int m = 0;
     for (size_t i = 0; i < n; i++) {
         int id = x->byte_to_id[(unsigned char)p[i]];
-        if (id < 0) continue;
+        if (id < 0)
+            fatal("text to encode: byte 0x%02x at byte %zu has no token in this vocabulary", (unsigned char)p[i],
+                  start + i);
         s->id[m] = id; s->prev[m] = m - 1; s->next[m] = m + 1;
         m++;
     }
@@ -266,33 +273,44 @@ int64_t tokenizer_utf8_check(const char *s, size_t len) {
     return -1;
 }
 
-// Plain text (no special tokens): pre-tokenize, then BPE each piece.
-static void encode_plain(const Tokenizer *t, BpeScratch *s, const char *text, size_t len, IdVec *out) {
+// Plain text text[from, to) (no special tokens): pre-tokenize, then BPE each piece.
+static void encode_plain(const Tokenizer *t, BpeScratch *s, const char *text, size_t from, size_t to, IdVec *out) {
+    size_t len = to - from;
     if (len == 0) return;
     uint32_t *cp = xmalloc(len * sizeof *cp);
     size_t *off = xmalloc((len + 1) * sizeof *off), *ends = xmalloc(len * sizeof *ends);
     size_t n = 0;
-    for (size_t i = 0; i < len; n++) {
+    for (size_t i = from; i < to; n++) {
         off[n] = i;
-        i += (size_t)utf8_decode((const unsigned char *)text + i, len - i, &cp[n]);   // validated
+        int k = utf8_decode((const unsigned char *)text + i, to - i, &cp[n]);
+        // tokenizer_encode checked the text and cuts it only between characters, so this
+        // cannot happen; were it to, stopping here keeps n within cp[] and off[].
+        if (k == 0) fatal("text to encode: invalid UTF-8 at byte %zu", i);
+        i += (size_t)k;
     }
-    off[n] = len;
+    off[n] = to;
     size_t n_pieces = pretokenize(t->pretok, cp, n, ends), start = 0;
     for (size_t k = 0; k < n_pieces; k++) {
-        bpe_piece(t, s, text + off[start], off[ends[k]] - off[start], out);
+        bpe_piece(t, s, text, off[start], off[ends[k]], out);
         start = ends[k];
     }
     free(cp); free(off); free(ends);
 }
 
-// The special token that starts at text[i], longest first, or -1.
+static int utf8_continuation(unsigned char b) { return (b & 0xc0) == 0x80; }
+
+// The special token that starts at text[i], longest first, or -1. A match must begin and end
+// between characters: the loaders accept only special tokens that are valid UTF-8, which can
+// match nowhere else, and checking here too keeps the cut text valid whatever the vocabulary.
 static int special_at(const Tokenizer *t, const char *text, size_t len, size_t i) {
     const TokIndex *x = t->index;
-    if (!x->special_first[(unsigned char)text[i]]) return -1;
+    if (!x->special_first[(unsigned char)text[i]] || utf8_continuation((unsigned char)text[i])) return -1;
     for (int k = 0; k < x->n_special; k++) {
         int id = x->special[k];
         size_t n = (size_t)t->token_len[id];
-        if (n <= len - i && memcmp(text + i, t->token[id], n) == 0) return id;
+        if (n <= len - i && memcmp(text + i, t->token[id], n) == 0 &&
+            (i + n == len || !utf8_continuation((unsigned char)text[i + n])))
+            return id;
     }
     return -1;
 }
@@ -306,12 +324,12 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int parse
     for (size_t i = 0; parse_special && i < len; i++) {
         int id = special_at(t, text, len, i);
         if (id < 0) continue;
-        encode_plain(t, &s, text + seg, i - seg, &out);
+        encode_plain(t, &s, text, seg, i, &out);
         push_id(&out, id);
         i += (size_t)t->token_len[id] - 1;
         seg = i + 1;
     }
-    encode_plain(t, &s, text + seg, len - seg, &out);
+    encode_plain(t, &s, text, seg, len, &out);
     free(s.id); free(s.prev); free(s.next); free(s.heap);
     if (out.n > INT32_MAX) fatal("text to encode: more than 2^31 tokens");
     *ids = out.v ? out.v : xmalloc(sizeof(int));

@@ -31,7 +31,11 @@ static void alloc_vocab(Tokenizer *t, int n) {
     t->bos_id = t->eos_id = t->eot_id = t->eom_id = -1;
 }
 
-static void set_raw(Tokenizer *t, int id, const char *s, size_t n, int special) {
+// A token stored as plain text. Special tokens must be valid UTF-8: they are matched in
+// text, which is UTF-8, and one that is not could split a character in two.
+static void set_raw(Tokenizer *t, int id, const char *s, size_t n, int special, const char *src) {
+    int64_t bad = special ? tokenizer_utf8_check(s, n) : -1;
+    if (bad >= 0) fatal("%s: special token %d is not valid UTF-8 (at byte %lld)", src, id, (long long)bad);
     free(t->token[id]);
     t->token[id] = xmalloc(n + 1);
     memcpy(t->token[id], s, n);
@@ -43,7 +47,7 @@ static void set_raw(Tokenizer *t, int id, const char *s, size_t n, int special) 
 static void set_gpt2(Tokenizer *t, int id, const char *s, const char *src) {
     int n;
     char *b = gpt2_string_to_bytes(s, strlen(s), &n);
-    if (!b) fatal("%s: token %d \"%s\" is not in the byte-level (GPT-2) alphabet", src, id, s);
+    if (!b) fatal("%s: token %d \"%s\" is not in the byte-level (GPT-2) alphabet", src, id, printable(s));
     free(t->token[id]);
     t->token[id] = b;
     t->token_len[id] = n;
@@ -57,7 +61,8 @@ static void set_merge(Tokenizer *t, int i, const char *l, const char *r, const c
         char *b = gpt2_string_to_bytes(side[k], strlen(side[k]), &n);
         if (b) id = find_token_bytes(t, b, (size_t)n);
         free(b);
-        if (id < 0) fatal("%s: merge %d (\"%s %s\"): \"%s\" is not a token", src, i, l, r, side[k]);
+        if (id < 0) fatal("%s: merge %d (\"%s %s\"): \"%s\" is not a token", src, i, printable(l), printable(r),
+                          printable(side[k]));
         t->merges[2 * i + k] = id;
     }
 }
@@ -65,7 +70,7 @@ static void set_merge(Tokenizer *t, int i, const char *l, const char *r, const c
 // "a b" -> merge i (the GPT-2 form has no raw spaces, so the one space separates the halves).
 static void set_merge_string(Tokenizer *t, int i, const char *m, const char *src) {
     const char *sp = strchr(m, ' ');
-    if (!sp || strchr(sp + 1, ' ')) fatal("%s: merge %d \"%s\" is not two tokens separated by one space", src, i, m);
+    if (!sp || strchr(sp + 1, ' ')) fatal("%s: merge %d \"%s\" is not two tokens separated by one space", src, i, printable(m));
     char *l = xstrdup(m);
     l[sp - m] = '\0';
     set_merge(t, i, l, sp + 1, src);
@@ -81,7 +86,7 @@ void build_tokenizer_from_strings(Tokenizer *t, char **tokens, int n_tokens,
         // GGUF token types 3 (control) and 4 (user-defined) are stored as plain text, like
         // added tokens in tokenizer.json; the rest are in the GPT-2 byte->unicode form.
         if (token_type && (token_type[i] == 3 || token_type[i] == 4))
-            set_raw(t, i, tokens[i], strlen(tokens[i]), 1);
+            set_raw(t, i, tokens[i], strlen(tokens[i]), 1, "tokenizer");
         else
             set_gpt2(t, i, tokens[i], "tokenizer");
     }
@@ -136,35 +141,41 @@ static int detect_pretok(const JsonValue *p, const char *path) {
         if (ta && strcmp(ta, "Split") == 0 && re && beh && strcmp(beh, "Isolated") == 0 &&
             !bool_field(a, "invert") && is_bytelevel(b, 0)) {
             if (strcmp(re, LLAMA3_REGEX) == 0) return PRETOK_LLAMA3;
-            fatal("%s: pre_tokenizer Split regex \"%s\" is not supported (only the Llama-3 one)", path, re);
+            fatal("%s: pre_tokenizer Split regex \"%s\" is not supported (only the Llama-3 one)", path, printable(re));
         }
-        fatal("%s: pre_tokenizer Sequence [%s, %s] is not supported", path, ta ? ta : "?",
-              str_field(b, "type") ? str_field(b, "type") : "?");
+        fatal("%s: pre_tokenizer Sequence [%s, %s] is not supported", path, ta ? printable(ta) : "?",
+              str_field(b, "type") ? printable(str_field(b, "type")) : "?");
     }
-    fatal("%s: pre_tokenizer %s is not supported (ByteLevel, Digits+ByteLevel, Llama-3 Split+ByteLevel are)", path, type);
+    fatal("%s: pre_tokenizer %s is not supported (ByteLevel, Digits+ByteLevel, Llama-3 Split+ByteLevel are)", path, printable(type));
 }
 
 static int json_id(const JsonValue *v, const char *what, const char *path) {
     if (!v || v->type != JSON_NUMBER || !v->number_is_int || v->integer < 0 || v->integer >= (1 << 28))
-        fatal("%s: %s: id is not an integer in [0, 2^28)", path, what);
+        fatal("%s: %s: id is not an integer in [0, 2^28)", path, printable(what));
     return (int)v->integer;
 }
 
 void build_tokenizer_from_hf_json(Tokenizer *t, const char *path) {
     size_t len;
-    char *text = read_file(path, &len), err[256];
+    char *text = read_file(path, &len);
+    build_tokenizer_from_hf_json_text(t, path, text, len);
+    free(text);
+}
+
+void build_tokenizer_from_hf_json_text(Tokenizer *t, const char *path, const char *text, size_t len) {
+    char err[256];
     JsonValue *root = json_parse(text, len, err, sizeof err);
     if (!root) fatal("%s: malformed JSON: %s", path, err);
     const JsonValue *model = json_get(root, "model");
     if (!model || model->type != JSON_OBJECT) fatal("%s: no \"model\" object", path);
     const char *type = str_field(model, "type");
-    if (!type || strcmp(type, "BPE") != 0) fatal("%s: model type '%s' is not supported (only BPE)", path, type ? type : "(none)");
+    if (!type || strcmp(type, "BPE") != 0) fatal("%s: model type '%s' is not supported (only BPE)", path, type ? printable(type) : "(none)");
     const JsonValue *vocab = json_get(model, "vocab"), *merges = json_get(model, "merges");
     const JsonValue *added = json_get(root, "added_tokens"), *norm = json_get(root, "normalizer");
     if (!vocab || vocab->type != JSON_OBJECT || vocab->n == 0) fatal("%s: model.vocab is missing or empty", path);
     if (!merges || merges->type != JSON_ARRAY) fatal("%s: model.merges is missing", path);
     if (norm && norm->type != JSON_NULL)
-        fatal("%s: normalizer %s is not supported", path, str_field(norm, "type") ? str_field(norm, "type") : "?");
+        fatal("%s: normalizer %s is not supported", path, str_field(norm, "type") ? printable(str_field(norm, "type")) : "?");
     if (bool_field(model, "byte_fallback")) fatal("%s: BPE byte_fallback is not supported", path);
     const char *affix[2] = { str_field(model, "continuing_subword_prefix"), str_field(model, "end_of_word_suffix") };
     if ((affix[0] && affix[0][0]) || (affix[1] && affix[1][0]))
@@ -189,8 +200,11 @@ void build_tokenizer_from_hf_json(Tokenizer *t, const char *path) {
     for (size_t i = 0; i < n_added; i++) {
         const JsonValue *a = &added->items[i], *c = json_get(a, "content");
         if (!c || c->type != JSON_STRING || c->string_len == 0) fatal("%s: added_tokens[%zu] has no content", path, i);
-        set_raw(t, (int)json_get(a, "id")->integer, c->string, c->string_len, 1);
+        set_raw(t, (int)json_get(a, "id")->integer, c->string, c->string_len, 1, path);
     }
+    // An id that neither names is a hole: an empty token, never made by encode, decoded as nothing.
+    for (int id = 0; id < n; id++)
+        if (!t->token[id]) t->token[id] = xcalloc(1, 1);
     index_tokens(t);
 
     if (merges->n > (size_t)INT32_MAX / 2) fatal("%s: too many merges", path);
@@ -208,7 +222,6 @@ void build_tokenizer_from_hf_json(Tokenizer *t, const char *path) {
     t->ignore_merges = bool_field(model, "ignore_merges");
     tokenizer_guess_specials(t);
     json_free(root);
-    free(text);
 }
 
 // ---- tiktoken tokenizer.model -----------------------------------------------------------
@@ -252,6 +265,24 @@ static void llama3_special_name(int i, char *buf, size_t n) {
 void build_tokenizer_from_tiktoken(Tokenizer *t, const char *path) {
     size_t len;
     char *text = read_file(path, &len);
+    build_tokenizer_from_tiktoken_text(t, path, text, len);
+    free(text);
+}
+
+#define TIKTOKEN_MAX_TOKEN 1024
+
+// The decimal number s[0..n), or -1 if it is not one (empty, a non-digit, or above 2^31).
+static long long parse_rank(const char *s, size_t n) {
+    long long v = 0;
+    if (n == 0) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9' || v > INT32_MAX) return -1;
+        v = 10 * v + (s[i] - '0');
+    }
+    return v > INT32_MAX ? -1 : v;
+}
+
+void build_tokenizer_from_tiktoken_text(Tokenizer *t, const char *path, const char *text, size_t len) {
     int n = 0, cap = 1024, line = 0;
     char **tok = xmalloc((size_t)cap * sizeof *tok);
     int *tlen = xmalloc((size_t)cap * sizeof *tlen);
@@ -265,24 +296,25 @@ void build_tokenizer_from_tiktoken(Tokenizer *t, const char *path) {
         const char *sp = memchr(text + i, ' ', le - i);
         char *bytes = xmalloc(le - i + 1);
         int nb = sp ? b64_decode(text + i, (size_t)(sp - (text + i)), bytes) : -1;
-        char *endp = NULL;
-        long long rank = -1;
-        if (sp && sp + 1 < text + le && sp[1] >= '0' && sp[1] <= '9') rank = strtoll(sp + 1, &endp, 10);
+        long long rank = sp ? parse_rank(sp + 1, (size_t)(text + le - (sp + 1))) : -1;
         if (nb > 0) bytes[nb] = '\0';
-        if (nb <= 0 || !endp || endp != text + le) fatal("%s: line %d: not \"<base64> <rank>\"", path, line);
+        if (nb <= 0 || rank < 0) fatal("%s: line %d: not \"<base64> <rank>\"", path, line);
         if (rank != n) fatal("%s: line %d: rank %lld, expected %d (ranks count up from 0)", path, line, rank, n);
+        // Finding the merges below tries every split of every token: quadratic in its length.
+        // Real vocabularies stay far below the bound (Llama-3's longest token has 128 bytes).
+        if (nb > TIKTOKEN_MAX_TOKEN)
+            fatal("%s: line %d: a token of %d bytes (at most %d)", path, line, nb, TIKTOKEN_MAX_TOKEN);
         if (n + 256 >= cap) { cap *= 2; tok = xrealloc(tok, (size_t)cap * sizeof *tok); tlen = xrealloc(tlen, (size_t)cap * sizeof *tlen); }
         tok[n] = bytes; tlen[n] = nb; n++;
         i = e + 1;
     }
-    free(text);
     if (n == 0) fatal("%s: no tokens", path);
     alloc_vocab(t, n + 256);
     for (int i = 0; i < n; i++) { t->token[i] = tok[i]; t->token_len[i] = tlen[i]; }
     for (int i = 0; i < 256; i++) {
         char name[64];
         llama3_special_name(i, name, sizeof name);
-        set_raw(t, n + i, name, strlen(name), 1);
+        set_raw(t, n + i, name, strlen(name), 1, path);
     }
     free(tok); free(tlen);
     index_tokens(t);

@@ -109,7 +109,7 @@ void tokenizer_set_gguf_pre(Tokenizer *t, const char *pre) {
     if (strcmp(pre, "gpt2") == 0) { t->pretok = PRETOK_GPT2; t->ignore_merges = 0; }
     else if (strcmp(pre, "smollm") == 0) { t->pretok = PRETOK_SMOLLM; t->ignore_merges = 0; }
     else if (strcmp(pre, "llama-bpe") == 0) { t->pretok = PRETOK_LLAMA3; t->ignore_merges = 1; }
-    else fatal("tokenizer.ggml.pre '%s' is not supported (known: gpt2, smollm, llama-bpe)", pre);
+    else fatal("tokenizer.ggml.pre '%s' is not supported (known: gpt2, smollm, llama-bpe)", printable(pre));
 }
 
 void tokenizer_guess_specials(Tokenizer *t) {

@@ -50,6 +50,10 @@ void build_tokenizer_from_strings(Tokenizer *t, char **tokens, int n_tokens,
                                   char **merges, int n_merges, const int32_t *token_type);
 void build_tokenizer_from_hf_json(Tokenizer *t, const char *path);     // tokenizer.json
 void build_tokenizer_from_tiktoken(Tokenizer *t, const char *path);    // Meta tokenizer.model
+// The same two from text in memory, text[0..len) (need not end in NUL); name stands for the
+// path in messages (fuzzing, tests).
+void build_tokenizer_from_hf_json_text(Tokenizer *t, const char *name, const char *text, size_t len);
+void build_tokenizer_from_tiktoken_text(Tokenizer *t, const char *name, const char *text, size_t len);
 // Build the lookup tables once fields are set (the builders call it; call it again after
 // changing tokens or merges).
 void tokenizer_finish(Tokenizer *t);
@@ -65,7 +69,9 @@ void free_tokenizer(Tokenizer *t);
 
 // model.bin tokenizer section.
 uint8_t *tokenizer_to_blob(const Tokenizer *t, uint64_t *size);           // xmalloc'd
-void tokenizer_from_blob(Tokenizer *t, const uint8_t *blob, uint64_t size); // fatal on a bad section
+// Reading is fatal on a bad section, and on a special token that is not valid UTF-8 (as are
+// the builders above: special tokens are matched in UTF-8 text).
+void tokenizer_from_blob(Tokenizer *t, const uint8_t *blob, uint64_t size);
 
 // Encode text[0..len) (UTF-8) to ids. No BOS is added (see add_bos).
 // parse_special: 1 recognises special-token strings such as <|im_start|> in the text (chat
@@ -74,6 +80,10 @@ void tokenizer_from_blob(Tokenizer *t, const uint8_t *blob, uint64_t size); // f
 // only where our own template put them). Invalid UTF-8 is fatal ("text to encode: invalid
 // UTF-8 at byte N"): tokens are byte-level so we could encode it, but the reference tokenizers only take
 // valid Unicode strings, so such ids would have no reference to be checked against.
+// A byte that has no token in the vocabulary (SmolLM2 lacks 21 byte values, 0x04 and 0xf1 among
+// them) is fatal too ("text to encode: byte 0x04 at byte N has no token in this vocabulary"):
+// Hugging Face's BPE drops it in silence, and we never lose input in silence. Every text that
+// encodes gets the ids of `tokenizers`, and decoding them gives back the text byte for byte.
 // Returns the number of ids; *ids is xmalloc'd.
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int parse_special, int **ids);
 // -1 if s[0..len) is valid UTF-8, else the byte offset of the first bad sequence

@@ -232,7 +232,8 @@ static int parse_value(Parser *p, JsonValue *v, int depth) {
     if (literal(p, "true")) { v->type = JSON_BOOL; v->boolean = 1; return 1; }
     if (literal(p, "false")) { v->type = JSON_BOOL; v->boolean = 0; return 1; }
     if (literal(p, "null")) { v->type = JSON_NULL; return 1; }
-    fail(p, "unexpected character '%c'", c);
+    if (c > 0x20 && c < 0x7f) fail(p, "unexpected character '%c'", c);
+    else fail(p, "unexpected byte 0x%02x", (unsigned char)c);
     return 0;
 }
 

@@ -7,7 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+static FatalHandler fatal_handler;
+
+void set_fatal_handler(FatalHandler handler) { fatal_handler = handler; }
+
 void fatal(const char *fmt, ...) {
+    if (fatal_handler) {
+        static char message[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(message, sizeof message, fmt, ap);
+        va_end(ap);
+        fatal_handler(message);
+    }
     fflush(stdout);
     fputs("error: ", stderr);
     va_list ap;
@@ -16,6 +28,21 @@ void fatal(const char *fmt, ...) {
     va_end(ap);
     fputc('\n', stderr);
     exit(1);
+}
+
+const char *printable(const char *s) {
+    static char buf[4][96];
+    static unsigned k;
+    char *o = buf[k++ % 4];
+    size_t n = 0;
+    for (; *s && n + 5 < 84; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f) n += (size_t)snprintf(o + n, 5, "\\x%02x", c);
+        else o[n++] = (char)c;
+    }
+    if (*s) { memcpy(o + n, "...", 3); n += 3; }
+    o[n] = 0;
+    return o;
 }
 
 void *xmalloc(size_t n) {

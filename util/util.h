@@ -10,6 +10,18 @@
 // Every bad input in kvtuner.c ends here: one clear line, non-zero exit, never a crash.
 void fatal(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
+// Tests and fuzz harnesses only (the programs never call it): with a handler set, fatal()
+// prints nothing and calls handler(message) instead of exiting, message being the text of the
+// line without "error: ". The handler must not return (it longjmps back to its caller); if it
+// does, fatal() prints and exits as usual. NULL restores the default.
+typedef void (*FatalHandler)(const char *message);
+void set_fatal_handler(FatalHandler handler);
+
+// s for an error message that quotes it: control characters escaped (\xNN), cut to 80
+// bytes ("..."), so that text from a file can neither break the one error line nor send
+// terminal control codes. Returns one of a few rotating static buffers (up to four per message).
+const char *printable(const char *s);
+
 void *xmalloc(size_t n);             // malloc or fatal("out of memory ...")
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
