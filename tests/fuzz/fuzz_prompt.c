@@ -6,8 +6,7 @@
 //     text back byte for byte, or the one error line for a byte without a token;
 //   - the same for the chat prompt built around the text.
 // The tokenizers come from $KVT_FUZZ_SMOLLM2 (a model.bin, GGUF or tokenizer file; default
-// models/tiny.bin) and $KVT_FUZZ_LLAMA3 (default data/llama3/tokenizer.json, else the same
-// under ../shared/data).
+// models/tiny.bin) and $KVT_FUZZ_LLAMA3 (default data/llama3/tokenizer.json).
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,8 +28,7 @@ static void load(void) {
     if (done) return;
     done = 1;
     load_any_tokenizer(&tokenizers[0], source("KVT_FUZZ_SMOLLM2", "models/tiny.bin", NULL));
-    load_any_tokenizer(&tokenizers[1], source("KVT_FUZZ_LLAMA3", "data/llama3/tokenizer.json",
-                                              "../shared/data/llama3/tokenizer.json"));
+    load_any_tokenizer(&tokenizers[1], source("KVT_FUZZ_LLAMA3", "data/llama3/tokenizer.json", NULL));
 }
 
 // Offset of the first byte that does not start a well-formed sequence, or -1 (RFC 3629,
