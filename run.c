@@ -1,4 +1,4 @@
-// run.c: the kvtuner.c command line (DESIGN.md §4). Start reading here.
+// run.c: the kvtuner.c command line (docs/DESIGN.md §4). Start reading here.
 //
 // The path a token takes through the code:
 //   1. main() parses the flags (parse_args) and load_model() (model/model.c) maps model.bin,

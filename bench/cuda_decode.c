@@ -1,5 +1,5 @@
 // cuda_decode.c: decode speed of the CUDA path at long contexts, against the memory-bandwidth
-// roofline (issue 6). Decode reads every weight and every cached K/V byte once per token, so
+// roofline. Decode reads every weight and every cached K/V byte once per token, so
 //     roofline tok/s = copy bandwidth / (weight bytes + KV bytes at that context)
 // with the copy bandwidth measured here (device-to-device cudaMemcpy, read + write counted).
 // The cache is filled to the context length through the real quantize-and-append kernels

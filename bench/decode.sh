@@ -25,7 +25,7 @@ GGUF=models/SmolLM2-135M-Instruct.Q4_1.gguf
 OUT=bench/out
 RUN=${RUN:-./run}
 EXPORT=${EXPORT:-./export/export}
-TEXT=../shared/data/tinyshakespeare.txt
+TEXT=data/tinyshakespeare.txt
 
 [ -x "$RUN" ] && [ -x "$EXPORT" ] || { echo "error: build first (make)" >&2; exit 1; }
 [ -f "$GGUF" ] || { echo "error: $GGUF missing (make model)" >&2; exit 1; }

@@ -1,4 +1,4 @@
-// evaltext.h: the texts of the long-context and GSM8K benchmarks (issue 5, parts 4-5):
+// evaltext.h: the texts of the long-context and GSM8K benchmarks (docs/DESIGN.md §5):
 // passkey prompts built from real text, GSM8K problems, 4-shot prompts, final-number
 // extraction. Pure text/token functions (no model): tests/test_evalbench.c checks them.
 #ifndef KVT_EVALTEXT_H

@@ -13,7 +13,7 @@
 # (build_cuda_model_random), because decode speed depends on the shape and dtype only and
 # writing then uploading 16 GB costs minutes of GPU time. KVT_EXPORT_8B=1 runs
 # `export --random llama3-8b --dtype bf16` instead (needs a Llama-3 tokenizer:
-# ../shared/data/llama3/tokenizer.json or $KVT_LLAMA3_TOKENIZER, and 20 GB of disk).
+# data/llama3/tokenizer.json or $KVT_LLAMA3_TOKENIZER, and 20 GB of disk).
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/out}
@@ -47,11 +47,11 @@ step "parity suite (tests/test_cuda)"
 KVT_BIN_DIR="$b" timeout 300 "./$b/tests/test_cuda" || fail "test_cuda"
 
 step "decode benchmark, Llama-3-8B shape, bf16"
-tok=${KVT_LLAMA3_TOKENIZER:-../shared/data/llama3/tokenizer.json}
+tok=${KVT_LLAMA3_TOKENIZER:-data/llama3/tokenizer.json}
 model=""
-free_gb=$(df -BG --output=avail /tmp 2>/dev/null | tail -n 1 | tr -dc 0-9)
+free_gb=$(df -BG --output=avail "$out" 2>/dev/null | tail -n 1 | tr -dc 0-9)
 if [ "${KVT_EXPORT_8B:-0}" = 1 ] && [ -f "$tok" ] && [ "${free_gb:-0}" -gt 20 ]; then
-  model=/tmp/llama3-8b-bf16.bin
+  model="$out/llama3-8b-bf16.bin"
   echo "export --random llama3-8b --dtype bf16 --tokenizer $tok $model"
   timeout 240 "./$b/export" --random llama3-8b --dtype bf16 --tokenizer "$tok" "$model" || { fail "export"; rm -f "$model" "$model.tmp"; model=""; }
 fi

@@ -1,4 +1,4 @@
-// gsm8k.c: GSM8K under each KV-cache configuration (issue 5, part 5).
+// gsm8k.c: GSM8K under each KV-cache configuration (docs/DESIGN.md §5).
 //
 // 4-shot prompts "Question: ...\nAnswer: ...\n\n" (shots: the last problems of the file, so
 // never among the scored ones; <<calculator>> annotations removed), then for each of the
@@ -43,7 +43,7 @@ static int encode_str(const Tokenizer *t, const char *s, int **ids) {
 int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') usage();
     const char *kvs = "fp16,kv8,k8v4,k4v8,kv4,k4v2,kv2", *presets = "pertoken,kivi";
-    const char *data = "../shared/data/gsm8k_test.jsonl", *out_path = NULL;
+    const char *data = "data/gsm8k_test.jsonl", *out_path = NULL;
     int n_prob = 200, n_gen = 200, k_shots = 4, max_new = 192;
     for (int i = 2; i < argc; i++) {
         if (i + 1 >= argc) usage();

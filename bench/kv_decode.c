@@ -1,8 +1,8 @@
 // kv_decode.c: decode speed of the default model with each KV-cache configuration at long
-// contexts, as ratios against the fp16 cache measured in the same run (issue 4's benchmark).
+// contexts, as ratios against the fp16 cache measured in the same run.
 //
 //   make bench            (builds build/kv_decode)
-//   ./build/kv_decode models/smollm2-135m-instruct.bin ../shared/data/tinyshakespeare.txt [steps] [ctx ...]
+//   ./build/kv_decode models/smollm2-135m-instruct.bin data/tinyshakespeare.txt [steps] [ctx ...]
 //
 // Reaching context T honestly by prefilling T real tokens costs O(T²) attention, minutes per
 // configuration at 8192 on a small CPU. Decode speed depends on how much cache there is to

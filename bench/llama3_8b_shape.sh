@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/llama3_8b_shape.sh: the full Llama-3-8B shape on this machine (issue 3, part 4).
+# bench/llama3_8b_shape.sh: the full Llama-3-8B shape on this machine: export, load, decode.
 # The real weights are not reachable here, so `export --random llama3-8b` writes a random-weight
 # model of exactly that shape (32 layers, dim 4096, 32 heads / 8 KV heads, FFN 14336, vocab
 # 128256, rope theta 500000, Llama-3.1 scaling) with bf16 weights and the real Llama-3 tokenizer;
@@ -19,7 +19,7 @@ STEPS=${STEPS:-8}
 THREADS=${THREADS:-2}
 CTX=${CTX:-8192}
 MODEL=${MODEL:-models/llama3-8b-random-bf16.bin}
-TOK=../shared/data/llama3/tokenizer.json
+TOK=data/llama3/tokenizer.json
 RUN=${RUN:-./run}
 EXPORT=${EXPORT:-./export/export}
 OUT=bench/out
@@ -40,7 +40,7 @@ t0=$(date +%s.%N)
   >"$OUT/llama3_8b_shape.out" 2>"$log"
 wall=$(echo "$(date +%s.%N) - $t0" | bc)
 
-last=$(grep -E '^tokens [0-9]+ tok_per_s' "$log" | tail -n 1)       # DESIGN §4 machine-readable line
+last=$(grep -E '^tokens [0-9]+ tok_per_s' "$log" | tail -n 1)       # docs/DESIGN.md §4 machine-readable line
 toks=$(awk '{print $2}' <<<"$last"); tps=$(awk '{print $4}' <<<"$last"); kvb=$(awk '{print $6}' <<<"$last")
 rss_kb=$(grep 'Maximum resident set size' "$log" | awk '{print $NF}')
 # The cache is allocated for the whole context: its bytes at CTX follow from the shape

@@ -1,6 +1,6 @@
-// passkey.c: long-context retrieval under each KV-cache configuration (issue 5, part 4).
+// passkey.c: long-context retrieval under each KV-cache configuration (docs/DESIGN.md §5).
 //
-// A 5-digit pass key is hidden at several depths of Shakespeare text (../shared/data), in
+// A 5-digit pass key is hidden at several depths of Shakespeare text (data), in
 // prompts of about 1k, 2k, 4k and 8k tokens (SmolLM2's trained context is 8192: prompt +
 // key + greedy tokens stay within the length). For each prompt and configuration:
 //   - key log-likelihood: mean ln p(key token) over the key's tokens, teacher-forced after
@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') usage();
     const char *kvs = "fp16,kv8,k8v4,k4v8,kv4,k4v2,kv2", *presets = "pertoken,kivi";
     const char *lengths_s = "1024,2048,4096,8192", *depths_s = "0.1,0.3,0.5,0.7,0.9";
-    const char *text_path = "../shared/data/tinyshakespeare.txt", *out_path = NULL;
+    const char *text_path = "data/tinyshakespeare.txt", *out_path = NULL;
     uint64_t seed = 1234;
     for (int i = 2; i < argc; i++) {
         if (i + 1 >= argc) usage();

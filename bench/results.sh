@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/results.sh: the KV-cache quality results of issue 5 for the default model, in one
-# command: bench/RESULTS.md and the SVG plots bench/results_kl.svg, bench/results_passkey_*.svg.
+# bench/results.sh: the KV-cache quality results for the default model, in one
+# command: bench/results/RESULTS.md and the SVG plots bench/results/results_kl.svg, bench/results/results_passkey_*.svg.
 #
 #   make results                                   # full size (the default; see the time below)
 #   make results RESULTS_FLAGS="--tokens 512 --lengths 1024,2048 --depths 0.5 --long-lengths none --problems 4 --gen-problems 2"
@@ -32,7 +32,7 @@
 #   - passkey 1k/2k/4k at 5 depths: 71 min (7 / 15 / 49 min by length); 8k at 3 depths:
 #     1 h 16 min.
 # The parts run side by side, so the whole is about 2 h 30 min of wall time; the time of the run in
-# bench/RESULTS.md is stated there.
+# bench/results/RESULTS.md is stated there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,7 +65,7 @@ start=$(date +%s)
 if [ $DO_RUN = 1 ]; then
 
 # Compare text: Shakespeare from 500,000 bytes in (the passkey haystack is the file's start).
-head -c 560000 ../shared/data/tinyshakespeare.txt | tail -c 60000 > "$OUT/compare_text.txt"
+head -c 560000 data/tinyshakespeare.txt | tail -c 60000 > "$OUT/compare_text.txt"
 
 compare_all() {
   echo "#preset kv tokens seconds | run's last line" > "$OUT/compare.tsv"
@@ -112,7 +112,7 @@ fi
 secs=$(cat "$OUT/seconds" 2>/dev/null || echo 0)
 LONG_SIZES=$([ "$LONG_LENGTHS" = none ] || echo ", lengths $LONG_LENGTHS at depths $LONG_DEPTHS")
 
-"$BUILD/bench_report" --dir "$OUT" --md bench/RESULTS.md --svg-prefix bench/results \
+"$BUILD/bench_report" --dir "$OUT" --md bench/results/RESULTS.md --svg-prefix bench/results/results \
     --seconds "$secs" --command "bench/results.sh$ARGS" \
     --sizes "compare $TOKENS tokens; passkey lengths $LENGTHS at depths $DEPTHS$LONG_SIZES; GSM8K $PROBLEMS problems scored, $GEN generated (max $MAXNEW tokens)"
-echo "bench/RESULTS.md written ($secs s)"
+echo "bench/results/RESULTS.md written ($secs s)"

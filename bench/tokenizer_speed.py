@@ -4,9 +4,9 @@ thread each (MB of UTF-8 text per CPU second, best of 3: process CPU time, which
 comparable on a busy shared machine; on an idle one it equals wall time).
 
     make build/tokenizer_speed        (any BUILD=dir: the script reads $BUILD, default build)
-    /work/venv/bin/python bench/tokenizer_speed.py [TEXT]     (default ../shared/data/tinyshakespeare.txt)
+    python3 bench/tokenizer_speed.py [TEXT]     (default data/tinyshakespeare.txt)
 
-Two tokenizers: Llama-3 (../shared/data/llama3/tokenizer.json) and SmolLM2 (the GGUF in
+Two tokenizers: Llama-3 (data/llama3/tokenizer.json) and SmolLM2 (the GGUF in
 models/; `tokenizers` gets the same vocab and merges through transformers' GGUF loader, with
 the model's Digits + ByteLevel pre-tokenizer). Two ways of feeding the text: whole, as one
 string, and cut into 2,000-character chunks (`tokenizers`: encode_batch, RAYON_NUM_THREADS=1).
@@ -21,8 +21,8 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 from tokenizers import Tokenizer, pre_tokenizers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEXT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
-LLAMA3 = os.path.join(ROOT, "..", "shared", "data", "llama3", "tokenizer.json")
+TEXT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "data", "tinyshakespeare.txt")
+LLAMA3 = os.path.join(ROOT, "data", "llama3", "tokenizer.json")
 GGUF = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 BIN = os.path.join(ROOT, os.environ.get("BUILD", "build"), "tokenizer_speed")
 

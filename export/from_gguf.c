@@ -1,6 +1,6 @@
 // from_gguf.c: a llama.cpp GGUF checkpoint (architecture "llama") as a WeightSource.
 // llama.cpp's converter already stores Q and K rows in Meta's interleaved RoPE order, the
-// order model.bin uses (DESIGN.md §2), so rows are copied through unpermuted.
+// order model.bin uses (docs/DESIGN.md §2), so rows are copied through unpermuted.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
 //
 // RoPE order: Hugging Face's conversion of Meta's weights permuted the Q and K rows of each
 // head for rotate_half, which pairs element j with j + head_dim/2. model.bin pairs adjacent
-// elements (2j, 2j+1) (DESIGN.md §2), so we undo that permutation: in each head, HF row j of
+// elements (2j, 2j+1) (docs/DESIGN.md §2), so we undo that permutation: in each head, HF row j of
 // the first half is our row 2j, HF row j of the second half is our row 2j + 1.
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-// eval.c: teacher-forced evaluation (eval.h, DESIGN.md §5). All sums in double: KL values of
+// eval.c: teacher-forced evaluation (eval.h, docs/DESIGN.md §5). All sums in double: KL values of
 // a good 8-bit cache are ~1e-4 nats and must not drown in fp32 rounding over 49k-128k terms.
 #include "eval.h"
 #include "../util/util.h"

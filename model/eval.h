@@ -1,5 +1,5 @@
 // eval.h: teacher-forced evaluation of a KV-cache configuration against the fp16 baseline
-// (DESIGN.md §5): perplexity, KL(p_fp16 || p_kv) over the full vocabulary and top-1
+// (docs/DESIGN.md §5): perplexity, KL(p_fp16 || p_kv) over the full vocabulary and top-1
 // agreement at every position. Used by `run -m ppl`, `run -m compare` and the tuner.
 #ifndef KVT_EVAL_H
 #define KVT_EVAL_H
@@ -53,7 +53,7 @@ void eval_base_logprobs(const Model *m, const int *ids, int n, int batch, float 
 // what eval_compare computes, without rerunning the baseline (the tuner's inner loop).
 void eval_against(const Model *m, const KVSpec *spec, const int *ids, int n, int batch, const float *base_logp,
                   EvalStats *st);
-// Per-layer sensitivity (KVTuner's step 2; DESIGN §6): kl[l] = mean KL when only layer l uses
+// Per-layer sensitivity (KVTuner's step 2; docs/DESIGN.md §6): kl[l] = mean KL when only layer l uses
 // spec's bits and every other layer stays fp16.
 void eval_layer_kl(const Model *m, const KVSpec *spec, const int *ids, int n, int batch, int progress, double *kl);
 

@@ -4,7 +4,7 @@
 // once per batch instead of once per token, which is what makes prefill fast. Attention then
 // runs position by position in order: token t appends its K/V to the cache and attends over
 // everything cached so far, so a batched prefill fills and reads the (possibly quantized)
-// cache exactly as token-by-token decoding would (DESIGN.md §3).
+// cache exactly as token-by-token decoding would (docs/DESIGN.md §3).
 #include "model.h"
 #include "../kernels/kernels.h"
 #include "../util/util.h"
@@ -115,7 +115,7 @@ float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, i
     for (int l = 0; l < c->n_layers; l++) {
         layer_qkv(m, s, l, n, pos);
         // In position order, token t appends its K/V and then attends over everything cached
-        // so far (DESIGN §3); the cache chunks fixed before the batch are read once for all n.
+        // so far (docs/DESIGN.md §3); the cache chunks fixed before the batch are read once for all n.
         AttnRows rows = layer_attn_rows(c, s, n);
         attention_layer(cache, l, &rows, m->attention);
         layer_out_ffn(m, s, l, n, s->att_out);

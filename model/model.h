@@ -53,7 +53,7 @@ void free_runstate(RunState *s);
 
 // Run tokens[0..n) at positions pos..pos+n-1 through the model, appending their K/V to
 // cache. n <= max_batch. Batched matmuls; each position then appends to the cache and
-// attends exactly as token-by-token decoding would (DESIGN §3).
+// attends exactly as token-by-token decoding would (docs/DESIGN.md §3).
 // Returns logits: all n rows if all_logits, else only the last row, [vocab] each.
 float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, int n, int64_t pos, int all_logits);
 

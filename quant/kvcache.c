@@ -18,7 +18,7 @@ void build_kvspec_uniform(KVSpec *s, int n_layers, int n_kv_heads, int head_dim,
     s->head_dim = head_dim;
     s->bits = xcalloc((size_t)n_layers * (size_t)n_kv_heads, sizeof(KVBits));
     for (int64_t i = 0; i < (int64_t)n_layers * n_kv_heads; i++) s->bits[i] = (KVBits){ k_bits, v_bits };
-    s->group = -1;                    // the pertoken preset (DESIGN §3)
+    s->group = -1;                    // the pertoken preset (docs/DESIGN.md §3)
     s->residual = 0;
     s->key_axis = KEY_AXIS_TOKEN;
 }

@@ -1,7 +1,7 @@
 // kvcache.h: the (quantized) KV cache. fp16 is the baseline; K and V may each be stored
 // at 8, 4 or 2 bits per element, per layer and per KV head (KVTuner, Li et al. 2025).
 //
-// Token life cycle (DESIGN.md §3; kv_regions in kvview.h is its one definition), per layer,
+// Token life cycle (docs/DESIGN.md §3; kv_regions in kvview.h is its one definition), per layer,
 // per KV head, separately for K and V:
 //   - the first `sink` tokens stay fp16 forever;
 //   - a new token enters an fp16 window; per-token streams keep the R most recent tokens

@@ -85,7 +85,7 @@ void build_kvspec_from_options(KVSpec *s, const KVOptions *o, const Config *c) {
     if (o->spec) parse_kv_bits(o->spec, "--kv", &k, &v);
     build_kvspec_uniform(s, c->n_layers, c->n_kv_heads, c->head_dim, k, v);
     if (o->config_path) load_kvconfig(s, o->config_path);
-    // Presets (DESIGN §3): kivi unless asked otherwise when anything is quantized.
+    // Presets (docs/DESIGN.md §3): kivi unless asked otherwise when anything is quantized.
     const char *preset = o->preset ? o->preset : (o->spec || o->config_path) ? "kivi" : "pertoken";
     if (strcmp(preset, "kivi") == 0) { s->group = 32; s->residual = 32; s->key_axis = KEY_AXIS_CHANNEL; }
     else { s->group = -1; s->residual = 0; s->key_axis = KEY_AXIS_TOKEN; }

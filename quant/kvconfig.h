@@ -1,4 +1,4 @@
-// kvconfig.h: from command-line options and KVTuner config files to a KVSpec (DESIGN §3, §4).
+// kvconfig.h: from command-line options and KVTuner config files to a KVSpec (docs/DESIGN.md §3, §4).
 //
 //   --kv SPEC            fp16 | kv8 | k8v4 | kv4 | k4v2 | kv2 | k<bits>v<bits>, bits in {2,4,8,16}
 //   --kv-config FILE     per-layer or per-head bits, KVTuner YAML or the same structure in JSON

@@ -1,4 +1,4 @@
-// kvconfig_file.c: KVTuner config files (DESIGN §3), per layer
+// kvconfig_file.c: KVTuner config files (docs/DESIGN.md §3), per layer
 //
 //     0:                 # layer index
 //       nbits_key: 8

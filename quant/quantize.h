@@ -1,4 +1,4 @@
-// quantize.h: the vanilla group quantizer of KVTuner's seed code (DESIGN.md §3), with real
+// quantize.h: the vanilla group quantizer of KVTuner's seed code (docs/DESIGN.md §3), with real
 // bit packing. A group x_1..x_n at `bits` in {2, 4, 8} becomes n unsigned codes u in
 // [0, 2^bits) plus one fp16 scale s and one fp16 offset m, so that x̂ = u·s + m.
 //

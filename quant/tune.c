@@ -1,4 +1,4 @@
-// tune.c: `run -m tune` (tune.h, DESIGN.md §6, issue 7). The steps, in order:
+// tune.c: `run -m tune` (tune.h, docs/DESIGN.md §6). The steps, in order:
 //   1. text: calibration tokens from the first half of -f, held-back tokens from the second
 //   2. one fp16 pass over the calibration tokens, recording every layer (tune_forward.c)
 //   3. sensitivity: for each layer and pair, the attention-output relative error and the KL

@@ -1,4 +1,4 @@
-// tune.h: `run -m tune` — KVTuner's whole method on one model (DESIGN.md §6, issue 7):
+// tune.h: `run -m tune` — KVTuner's whole method on one model (docs/DESIGN.md §6):
 // one fp16 pass over calibration text records every layer's input and its Q/K/V; each
 // layer x pair (K, V) in {2,4,8}^2 is measured (layer-local attention error, and the
 // end-to-end KL with only that layer quantized, run from the cached hidden states); pruning,

@@ -1,5 +1,5 @@
 // tune_cluster.c: inter-layer clustering of pruned sensitivity profiles (KVTuner §4.2,
-// DESIGN.md §6 step 4). Layers in one group share one precision pair in the search, which
+// docs/DESIGN.md §6 step 4). Layers in one group share one precision pair in the search, which
 // shrinks the space (the paper's motivation) and averages calibration noise over members.
 #include "tuner.h"
 #include "../util/util.h"

@@ -3,7 +3,8 @@
 // unchanged attention output through tune_tail_kl reproduces the fp16 logits bit for bit
 // (tests/test_tune.c checks KL == 0 there), but the sequence is processed layer by layer
 // (all n tokens through layer l before layer l+1) so each layer's input can be recorded and
-// a run can start at any layer from the recorded hidden states (issue 7, "Performance").
+// a run can start at any layer from the recorded hidden states, which makes the
+// sensitivity runs (one per layer and pair) cost a tail of the model each, not the whole.
 #include "tune.h"
 #include "../kernels/kernels.h"
 #include "../model/eval.h"

@@ -1,6 +1,6 @@
 // tune_search.c: candidate pairs, the sensitivity table, intra-layer Pareto pruning, the
 // group search space and the exact (dynamic-programming) Pareto front of (bits, error).
-// KVTuner, arXiv 2502.04420 §4; DESIGN.md §6 steps 3 and 5.
+// KVTuner, arXiv 2502.04420 §4; docs/DESIGN.md §6 steps 3 and 5.
 #include "tuner.h"
 #include "../util/util.h"
 

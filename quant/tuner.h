@@ -1,4 +1,4 @@
-// tuner.h: KVTuner's offline search (Li et al., ICML 2025, arXiv 2502.04420, DESIGN.md §6),
+// tuner.h: KVTuner's offline search (Li et al., ICML 2025, arXiv 2502.04420, docs/DESIGN.md §6),
 // the model-independent half: a per-layer sensitivity table over the 9 candidate precision
 // pairs (K, V) in {2, 4, 8}^2, intra-layer Pareto pruning, inter-layer clustering, and an
 // exact multi-objective search (dynamic programming) under an additive-error model.
@@ -109,7 +109,7 @@ int tune_search_best(const GroupSpace *gs, int max_cost, int m, Front *out);
 void tune_point_bits(const Clustering *c, const FrontPoint *p, KVBits *kv);
 
 // ---- writers ------------------------------------------------------------------------------
-// KVTuner YAML (DESIGN §3): "L:\n  nbits_key: K\n  nbits_value: V\n" for every layer.
+// KVTuner YAML (docs/DESIGN.md §3): "L:\n  nbits_key: K\n  nbits_value: V\n" for every layer.
 // Returns 0, or -1 (errno set) if the file cannot be written.
 int tune_write_yaml(const char *path, const KVBits *kv, int n_layers);
 

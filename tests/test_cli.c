@@ -1,4 +1,4 @@
-// test_cli.c: the `run` command line (DESIGN.md §4, issue 2 "Bad input"): every bad input
+// test_cli.c: the `run` command line (docs/DESIGN.md §4): every bad input
 // gives exit code 1 and exactly one clear line on stderr; good runs end with the
 // machine-readable line. Uses models/tiny.bin (export --random tiny) and corrupt copies of it.
 #include "testutil.h"

@@ -1,4 +1,4 @@
-// test_cuda.c: the CUDA path against the CPU path (issue 6). On random-weight models made by
+// test_cuda.c: the CUDA path against the CPU path. On random-weight models made by
 // `export --random` (so no download or network is needed) and on the default model when it
 // is present:
 //   - cache codes: the same fp16 K/V appended on both devices give byte-identical caches
@@ -213,7 +213,7 @@ START_TEST(test_parity_quantized) {
 END_TEST
 
 // The default model's shape (30 layers, GQA 3, head_dim 64) with random weights, in the
-// seed's kivi preset (G = 32, R = 32) — what `--kv SPEC` means (DESIGN §3).
+// seed's kivi preset (G = 32, R = 32) — what `--kv SPEC` means (docs/DESIGN.md §3).
 START_TEST(test_parity_smollm2_shape) {
     const Cfg cfgs[] = { PT("fp16", 16, 16), KIVI("kv8 kivi", 8, 8), KIVI("k8v4 kivi", 8, 4), KIVI("kv4 kivi", 4, 4),
                          KIVI("kv2 kivi", 2, 2) };

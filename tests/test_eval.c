@@ -1,4 +1,4 @@
-// test_eval.c: teacher-forced evaluation (model/eval.c; DESIGN §5, issue 5 part 7):
+// test_eval.c: teacher-forced evaluation (model/eval.c; docs/DESIGN.md §5):
 // KL and log-softmax on hand-made distributions, perplexity of the tiny model against a
 // direct token-by-token computation, compare of a configuration against itself (KL 0,
 // 100% top-1), and the machine-readable lines of `run -m ppl` / `-m compare`.

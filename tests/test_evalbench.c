@@ -1,5 +1,5 @@
-// test_evalbench.c: the evaluation benchmarks' pieces that need no model run (issue 5,
-// parts 4-5): the passkey prompt puts the key where asked, GSM8K final numbers are read
+// test_evalbench.c: the evaluation benchmarks' pieces that need no model run
+// (docs/DESIGN.md §5): the passkey prompt puts the key where asked, GSM8K final numbers are read
 // correctly from hand-made answers, the real GSM8K file loads, kvcache_copy (the
 // benchmarks' snapshot/restore) gives byte-identical caches that stay identical, and batched
 // greedy decoding (bench_greedy_step) gives exactly the tokens of one sequence at a time.
@@ -32,7 +32,7 @@ START_TEST(test_passkey_depths) {
     load_model(&m, DEFAULT_MODEL);
     const Tokenizer *t = &m.tokenizer;
     size_t len;
-    char *text = read_file(SHARED_DATA "/tinyshakespeare.txt", &len);
+    char *text = read_file(DATA_DIR "/tinyshakespeare.txt", &len);
     int *hay, n_hay = tokenizer_encode(t, text, 12000, 0, &hay);
     free(text);
     const double depths[] = {0.0, 0.25, 0.5, 0.9, 1.0};
@@ -92,7 +92,7 @@ END_TEST
 
 START_TEST(test_gsm8k_file) {
     int n;
-    GsmProblem *ps = load_gsm8k(SHARED_DATA "/gsm8k_test.jsonl", &n);
+    GsmProblem *ps = load_gsm8k(DATA_DIR "/gsm8k_test.jsonl", &n);
     ck_assert_int_eq(n, 1319);
     ck_assert_str_eq(ps[0].number, "18");
     for (int i = 0; i < n; i++) {

@@ -1,5 +1,5 @@
 // test_forward.c: the forward pass on the tiny random model (models/tiny.bin):
-// a batched prefill gives the same logits as token-by-token decoding (DESIGN §3) with the
+// a batched prefill gives the same logits as token-by-token decoding (docs/DESIGN.md §3) with the
 // fp16 and with a quantized cache (and leaves the same cache contents), batches of any split
 // agree, and the logits are finite, causal and depend on the context.
 #include "testutil.h"
@@ -87,7 +87,7 @@ START_TEST(test_prefill_equals_decode) {
 END_TEST
 
 START_TEST(test_prefill_equals_decode_quantized) {
-    // DESIGN §3: with a quantized cache, a batched prefill leaves the same cache contents and
+    // docs/DESIGN.md §3: with a quantized cache, a batched prefill leaves the same cache contents and
     // every position attends to the quantized cache exactly as decoding would: same logits.
     size_t n = NTOK * (size_t)model.config.vocab_size;
     KVCache *c1, *cb;

@@ -1,6 +1,6 @@
 // test_gguf.c: the GGUF reader and the GGUF -> model.bin conversion, on small files this
 // test writes itself: every metadata type, every supported tensor type checked against a
-// direct per-element formula, and the malformed files of issue 2 (run through export).
+// direct per-element formula, and malformed files (run through export).
 #include "testutil.h"
 #include "gguf_builder.h"
 #include "../export/gguf.h"

@@ -1,4 +1,4 @@
-// test_golden.c: the golden model test (issue 2). The C runner against Hugging Face
+// test_golden.c: the golden model test. The C runner against Hugging Face
 // transformers loading the same GGUF in fp32 (tests/golden/smollm2/, made by
 // tests/reference/make_golden.py; format and figures in tests/golden/README.md).
 //
@@ -10,7 +10,7 @@
 // ("fp16kv", which the runner matches to ~1e-3 over the first positions), and plain fp32.
 //
 //   f32 export: at position 0 (a token attending only to itself: the cache rounding is V's
-//     alone, and deterministic) max |dlogit| <= 5e-3 (issue 2) over the top-20, against both
+//     alone, and deterministic) max |dlogit| <= 5e-3 over the top-20, against both
 //     references; at every prompt position and over the full last-position logits, within
 //     F32_MAX_DLOGIT of fp16kv and of fp32; greedy continuation token-identical to both.
 //   f16 export: figures printed; within F16_MAX_DLOGIT of fp16kv; continuation may differ
@@ -25,7 +25,7 @@
 
 #define GOLDEN_DIR "tests/golden/smollm2"
 #define F32_MODEL  "models/smollm2-135m-instruct-f32.bin"
-#define POS0_MAX_DLOGIT 5e-3   // issue 2's bound, where the fp16 cache cannot blur it
+#define POS0_MAX_DLOGIT 5e-3   // the target bound, where the fp16 cache cannot blur it
 
 // Elsewhere: the fp16 cache alone moves transformers' own logits by up to 3.8e-2 on these
 // prompts (make_golden.py prints it per prompt), and the runner lands within ~4e-2 of either
@@ -47,7 +47,7 @@ static void need(const char *path) {
 }
 
 START_TEST(test_golden_files) {
-    // The golden set is what issue 2 asks for: >= 3 prompts, a ChatML one among them, each
+    // The golden set: >= 3 prompts, a ChatML one among them, each
     // with top-20 at every position, full last logits and a continuation.
     ck_assert_int_ge(n_cases, 3);
     int chatml = 0;

@@ -72,7 +72,7 @@ END_TEST
 
 START_TEST(test_llama3_tokenizer_json) {
     size_t len;
-    char *text = read_file(SHARED_DATA "/llama3/tokenizer.json", &len);
+    char *text = read_file(DATA_DIR "/llama3/tokenizer.json", &len);
     char err[200];
     JsonValue *v = json_parse(text, len, err, sizeof err);
     ck_assert_msg(v != NULL, "%s", err);

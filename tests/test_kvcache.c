@@ -43,7 +43,7 @@ static void case_spec(KVSpec *s, const Case *k) {
     s->group = k->group; s->residual = k->residual; s->key_axis = k->axis; s->sink = k->sink;
 }
 
-// The rule of DESIGN §3, written out: is token t quantized after T appends?
+// The rule of docs/DESIGN.md §3, written out: is token t quantized after T appends?
 static int expect_quantized(const KVSpec *s, int bits, int per_channel, int64_t t, int64_t T) {
     if (bits == 16 || t < s->sink) return 0;
     int64_t n = T - s->sink;                        // tokens past the sink
@@ -169,7 +169,7 @@ START_TEST(test_bits_per_elem_default_shape) {
 END_TEST
 
 // A batched prefill through the model leaves the cache byte for byte as token-by-token
-// decoding does, and produces the same last logits (DESIGN §3).
+// decoding does, and produces the same last logits (docs/DESIGN.md §3).
 START_TEST(test_batched_equals_token_by_token) {
     ck_assert_msg(file_exists(TINY_MODEL), "%s missing: run make test (it builds it)", TINY_MODEL);
     Model m;

@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define PRESETS SHARED_DATA "/kvtuner_presets/"
+#define PRESETS DATA_DIR "/kvtuner_presets/"
 static const char *presets[] = {
     "Meta-Llama-3.1-8B-Instruct_kivi_KVTuner4_1.yaml",
     "Meta-Llama-3.1-8B-Instruct_kivi_KVTuner6_1.yaml",

@@ -1,4 +1,4 @@
-// test_kvquality.c: what quantizing the KV cache does to the default model (DESIGN §5).
+// test_kvquality.c: what quantizing the KV cache does to the default model (docs/DESIGN.md §5).
 // Teacher-forced over 512 tokens of Tiny Shakespeare, the mean KL(p_fp16 || p_kv) in the
 // pertoken preset must grow as bits shrink — KV8 < K8V4 < KV4 < KV2 — and KV8 must be
 // nearly lossless (mean KL < 0.01 nats). The fp16 baseline runs once (eval_base_logprobs);
@@ -21,7 +21,7 @@ START_TEST(test_kl_ordered_by_bits) {
     load_model(&m, DEFAULT_MODEL);
     const Config *c = &m.config;
     size_t len;
-    char *text = read_file(SHARED_DATA "/tinyshakespeare.txt", &len);
+    char *text = read_file(DATA_DIR "/tinyshakespeare.txt", &len);
     text[len < 8000 ? len : 8000] = 0;                      // plenty for 512 tokens
     int *ids = NULL;
     int n = tokenizer_encode(&m.tokenizer, text, strlen(text), 0, &ids);

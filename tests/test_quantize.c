@@ -1,4 +1,4 @@
-// test_quantize.c: the group quantizer against a float64 evaluation of DESIGN §3's formula,
+// test_quantize.c: the group quantizer against a float64 evaluation of docs/DESIGN.md §3's formula,
 // and bit packing round trips.
 #include "testutil.h"
 #include "../quant/quantize.h"

@@ -1,7 +1,7 @@
 // test_safetensors.c: the safetensors reader and the Hugging Face folder -> model.bin
 // conversion on small checkpoints this test writes itself: sharded (index.json) and single
 // file, F32/F16/BF16 tensors, the rotate_half -> interleaved Q/K row permutation, Llama-3.1
-// rope scaling from config.json, and the malformed inputs of issues 2 and 3.
+// rope scaling from config.json, and malformed inputs.
 #include "testutil.h"
 #include "../export/safetensors.h"
 #include "../model/modelbin.h"

@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define LLAMA3_JSON SHARED_DATA "/llama3/tokenizer.json"
+#define LLAMA3_JSON DATA_DIR "/llama3/tokenizer.json"
 #define CASES_FILE "tests/golden/tokenizer_cases.txt"
 
 // Must match CHATS in make_tokenizer_golden.py.
@@ -31,7 +31,7 @@ typedef struct { Sample *v; int n; } Samples;
 static Samples gsm8k(void) {
     static Samples s;
     if (s.n) return s;
-    char *all = read_file(SHARED_DATA "/gsm8k_test.jsonl", NULL), *line = all, err[128];
+    char *all = read_file(DATA_DIR "/gsm8k_test.jsonl", NULL), *line = all, err[128];
     s.v = xmalloc(2000 * sizeof *s.v);
     while (*line && s.n < 2000) {
         char *end = strchr(line, '\n');
@@ -88,7 +88,7 @@ static void free_samples(Samples *s) {
 static Sample shakespeare_chunk(int i) {
     static char *text;
     static size_t len;
-    if (!text) text = read_file(SHARED_DATA "/tinyshakespeare.txt", &len);
+    if (!text) text = read_file(DATA_DIR "/tinyshakespeare.txt", &len);
     size_t a = 0, cps = 0;
     while (a < len && cps < (size_t)i * 2000) { a++; while (a < len && (text[a] & 0xc0) == 0x80) a++; cps++; }
     size_t b = a;
@@ -423,7 +423,7 @@ START_TEST(bad_tokenizer_json) {
                  " \"vocab\": {\"a\": 0}, \"merges\": []}}"), "pre_tokenizer Metaspace is not supported");
     expect_fatal(do_json, write_tmp("d.json", "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
                  " \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a c\"]}}"), "\"c\" is not a token");
-    expect_fatal(do_json, SHARED_DATA "/no-such-tokenizer.json", "no-such-tokenizer.json");
+    expect_fatal(do_json, DATA_DIR "/no-such-tokenizer.json", "no-such-tokenizer.json");
 }
 END_TEST
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TEXT SHARED_DATA "/tinyshakespeare.txt"
+#define TEXT DATA_DIR "/tinyshakespeare.txt"
 
 static int *text_ids(const Model *m, int n) {
     size_t len;

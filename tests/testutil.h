@@ -33,7 +33,7 @@ uint8_t *export_and_read(const char *cmd, const char *out, ModelHeader *h, Confi
 #define DEFAULT_MODEL "models/smollm2-135m-instruct.bin"
 #define DEFAULT_GGUF  "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define TINY_MODEL    "models/tiny.bin"
-#define SHARED_DATA   "../shared/data"
+#define DATA_DIR      "data"   // the repository's data/ (data/README.md); tests run from the root
 
 // Every test file ends with TEST_MAIN(its_suite_function).
 #define TEST_MAIN(suite_fn)                                               \

@@ -9,7 +9,7 @@ Face `tokenizers` library (0.23) uses for these patterns, so the classes agree w
 point for code point; tests/reference/check_unicode_classes.py verifies that. (Python 3.11's
 own unicodedata is Unicode 14.0 and misses ~9,000 newer letters.)
 
-    /work/venv/bin/pip install unicodedata2==16.0.0
+    python3 -m pip install unicodedata2==16.0.0
 
   \\p{L}  general category L* (Lu Ll Lt Lm Lo)
   \\p{N}  general category N* (Nd Nl No)

@@ -1,5 +1,5 @@
 // attention_cuda.cu: decode attention over the (quantized) GPU KV cache, reading packed
-// groups where they lie (DESIGN.md §3: never a dequantized copy of the cache).
+// groups where they lie (docs/DESIGN.md §3: never a dequantized copy of the cache).
 //
 // Split by chunks of tokens ("flash decoding"), because one decode query has too little
 // work per head to fill the GPU otherwise. Two kernels:

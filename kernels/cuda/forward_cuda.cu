@@ -14,7 +14,7 @@
 // That keeps Q, K and V within f32 rounding of the CPU's, so the quantized caches of the two
 // devices hold the same codes. The residual stream, Q/K/V and the GEMM outputs are f32.
 //
-// The cache append and the attention follow DESIGN.md §3 exactly as the CPU does: when every
+// The cache append and the attention follow docs/DESIGN.md §3 exactly as the CPU does: when every
 // token of the batch would see the same cache contents whether appended at once or one by
 // one (all streams fp16, or per-token quantization on append, R = 0), the batch is appended
 // and attended in one launch each; otherwise position by position.
@@ -317,7 +317,7 @@ static void attention_block(CudaModel *cm, CudaKVCache *cache, int l, int n, int
         cuda_kvcache_append(cache, l, cm->k, cm->v, n, cm->st);
         cuda_attention(cache, l, cm->q, n, c->n_heads, pos + 1, cm->act, c->wdtype, plane, &cm->att, cm->st);
     } else {
-        for (int t = 0; t < n; t++) {           // in position order: append, then attend (DESIGN §3)
+        for (int t = 0; t < n; t++) {           // in position order: append, then attend (docs/DESIGN.md §3)
             cuda_kvcache_append(cache, l, cm->k + (size_t)t * kvd, cm->v + (size_t)t * kvd, 1, cm->st);
             cuda_attention(cache, l, cm->q + (size_t)t * qd, 1, c->n_heads, pos + t + 1,
                            (char *)cm->act + (size_t)t * qd * asz, c->wdtype, plane, &cm->att, cm->st);

@@ -1,4 +1,4 @@
-// kvcache_cuda.cu: the KV cache in GPU memory, quantize-and-append (DESIGN.md §3).
+// kvcache_cuda.cu: the KV cache in GPU memory, quantize-and-append (docs/DESIGN.md §3).
 // Layout and rules are the CPU's (quant/kvview.h, quant/kvcache.c, quant/quantize.c); the
 // kernels reproduce them bit for bit: values rounded to fp16 first, group min/max and the
 // scale, zero point and codes computed in float64 with round-half-even (rint = nearbyint),

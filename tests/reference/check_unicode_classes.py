@@ -3,7 +3,7 @@
 library (Oniguruma): for every code point, does it match \\p{L}, \\p{N}, \\s there and in our
 tables? Prints the disagreements (there should be none) and exits 1 if any.
 
-    /work/venv/bin/python tests/reference/check_unicode_classes.py
+    python3 tests/reference/check_unicode_classes.py
 """
 import re
 import sys

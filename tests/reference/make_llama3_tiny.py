@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """make_llama3_tiny.py: a small random-weight Llama-3-shaped Hugging Face checkpoint, and its
-golden logits from transformers (issue 3, part 3).
+golden logits from transformers.
 
 The model: LlamaForCausalLM, 2 layers, dim 64, 4 query heads / 2 KV heads (GQA), head_dim 16,
 SwiGLU 128, rope_theta 500000, Llama-3.1 rope scaling (factor 8, low 1, high 4, original
 context 64: so small that all three frequency bands -- kept, smoothed, divided by 8 -- occur at
 head_dim 16 and the prompts run past position 64), untied lm_head, the real Llama-3 tokenizer
-(../shared/data/llama3/tokenizer.json, vocab 128256).
+(data/llama3/tokenizer.json, vocab 128256).
 
 Two jobs, so that CI needs no torch:
 
@@ -32,7 +32,7 @@ Two jobs, so that CI needs no torch:
 Made with python 3.11, torch 2.15.0+cu132 (CPU), transformers 5.24.0, tokenizers 0.23.3.
 Run from the repo root:
     python3 tests/reference/make_llama3_tiny.py --checkpoint models/llama3-tiny-hf
-    /work/venv/bin/python tests/reference/make_llama3_tiny.py --checkpoint models/llama3-tiny-hf --golden tests/golden/llama3_tiny
+    python3 tests/reference/make_llama3_tiny.py --checkpoint models/llama3-tiny-hf --golden tests/golden/llama3_tiny
 """
 import argparse
 import hashlib
@@ -43,7 +43,7 @@ import struct
 import sys
 
 SEED = 20250204                     # KVTuner's arXiv id, 2502.04420
-TOKENIZER_DIR = "../shared/data/llama3"
+TOKENIZER_DIR = "data/llama3"
 CONFIG = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
@@ -251,7 +251,7 @@ def make_golden(ckpt, out):
 
     # The plain prompt runs past the original context (64) the scaling is about; the chat prompt
     # is the first question whose greedy continuation has no near tie (a deterministic choice).
-    shakespeare = open("../shared/data/tinyshakespeare.txt", encoding="utf-8").read()[:330]
+    shakespeare = open("data/tinyshakespeare.txt", encoding="utf-8").read()[:330]
     chats = [tok.apply_chat_template([{"role": "system", "content": "You are a helpful assistant."},
                                       {"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
              for q in CHAT_QUESTIONS]

@@ -3,7 +3,7 @@
 transformers (modeling_rope_utils, fp32 on the CPU), with and without Llama-3.1 scaling.
 tests/test_kernels.c checks kernels/kernels.c:rope_freqs against them.
 
-Run from the repo root:  /work/venv/bin/python tests/reference/make_rope_golden.py
+Run from the repo root:  python3 tests/reference/make_rope_golden.py
 File format, per case: a line
   case HEAD_DIM THETA SCALING FACTOR LOW_FREQ_FACTOR HIGH_FREQ_FACTOR ORIG_CTX
 (SCALING 0 = none, 1 = llama3), then one line of HEAD_DIM/2 frequencies (%.9e)."""

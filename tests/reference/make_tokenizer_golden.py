@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Golden token ids for tests/test_tokenizer.c, from the Hugging Face `tokenizers` library.
 
-    /work/venv/bin/python tests/reference/make_tokenizer_golden.py   (from the repo root)
+    python3 tests/reference/make_tokenizer_golden.py   (from the repo root)
 
 Writes (committed, plain text):
   tests/golden/tokenizer_cases.txt    the hand-written edge cases, one JSON array a line:
                                       [parse_special, "text", model ("all" or one model)]
-  tests/golden/tokenizer_llama3.txt   ids from ../shared/data/llama3/tokenizer.json
+  tests/golden/tokenizer_llama3.txt   ids from data/llama3/tokenizer.json
   tests/golden/tokenizer_smollm2.txt  ids from the SmolLM2-135M-Instruct GGUF's tokenizer
 
 Golden line format: "<set> <index> <id> <id> ...", sets in this order:
@@ -41,7 +41,7 @@ import transformers
 from transformers import AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DATA = os.path.join(ROOT, "..", "shared", "data")
+DATA = os.path.join(ROOT, "data")
 GGUF = os.environ.get("SMOLLM2_GGUF", os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))  # make model
 OUT = os.path.join(ROOT, "tests", "golden")
 
