@@ -93,7 +93,8 @@ static void usage(void) {
         "  --kv SPEC              fp16 | kv8 | k8v4 | kv4 | k4v2 | kv2 | k<bits>v<bits>, bits in {2,4,8,16}\n"
         "  --kv-config FILE       per-layer / per-head bits, KVTuner YAML or JSON\n"
         "  --kv-preset P          pertoken | kivi (the default when quantizing)\n"
-        "  --kv-group G  --kv-residual R  --kv-key-axis token|channel  --kv-sym  --kv-sink N\n");
+        "  --kv-group G  --kv-residual R  --kv-key-axis token|channel  --kv-sym  --kv-sink N\n"
+        "  --kv-rotate            Hadamard-rotate every layer's q, k, v (a config may say rotate: true per layer)\n");
     fputs("KV tuner (-m tune -f CALIB; --tokens N calibration tokens, default 1024; --kv-preset, default kivi):\n", stderr);
     fputs(tune_options_usage(), stderr);
 }

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "attention_kernels.h"
+#include "../quant/kvrotate.h"
 #include "../util/util.h"
 
 // ---- the variants -------------------------------------------------------------------------
@@ -291,24 +292,42 @@ void attention_query(const KVCache *c, int layer, const float *q, int n_heads, f
     free_block(&b);
 }
 
-void attention_layer(KVCache *c, int layer, const AttnRows *x, AttnImpl impl) {
-    int gq = query_groups(c, x->n_heads);
-    size_t qd = (size_t)x->n_heads * kvcache_spec(c)->head_dim;
+// The cache's coordinates (seed channel order, rotated heads: quant/kvrotate.h): a copy of the
+// rows' q, k and v, transformed, into *y. Returns the copy's buffer, for free().
+static float *to_cache_coordinates(const KVSpec *sp, int layer, const AttnRows *x, AttnRows *y) {
+    size_t qn = (size_t)x->n * x->n_heads * sp->head_dim, kvn = (size_t)x->n * sp->n_kv_heads * sp->head_dim;
+    float *buf = xmalloc((qn + 2 * kvn) * sizeof(float)), *q = buf, *k = q + qn, *v = k + kvn;
+    memcpy(q, x->q, qn * sizeof(float));
+    memcpy(k, x->k, kvn * sizeof(float));
+    memcpy(v, x->v, kvn * sizeof(float));
+    kv_transform_qkv(sp, layer, q, k, v, x->n, x->n_heads);
+    *y = (AttnRows){ q, k, v, x->out, x->n, x->n_heads };
+    return buf;
+}
+
+void attention_layer(KVCache *c, int layer, const AttnRows *rows, AttnImpl impl) {
+    const KVSpec *sp = kvcache_spec(c);
+    int gq = query_groups(c, rows->n_heads);
+    size_t qd = (size_t)rows->n_heads * sp->head_dim;
+    AttnRows y = *rows;
+    float *buf = kv_layer_transforms(sp, layer) ? to_cache_coordinates(sp, layer, rows, &y) : NULL;
+    const AttnRows *x = &y;
     if (impl == ATTN_REFERENCE) {
         for (int j = 0; j < x->n; j++) {
             append_row(c, layer, x, j);
             attention_query(c, layer, x->q + j * qd, x->n_heads, x->out + j * qd, ATTN_REFERENCE);
         }
-        return;
+    } else {
+        for (int j0 = 0; j0 < x->n;) {
+            Block b = { .kern = kernels_for(impl), .gq = gq, .out = x->out + j0 * qd, .out_stride = (int64_t)qd };
+            if (!b.kern) fatal("attention: %s does not run on this CPU", attention_name(impl));
+            int nq = build_block(&b, c, layer, x->q + j0 * qd, (int64_t)qd, x->n - j0, 1);
+            attend_block(&b, c, x, j0);
+            free_block(&b);
+            j0 += nq;
+        }
     }
-    for (int j0 = 0; j0 < x->n;) {
-        Block b = { .kern = kernels_for(impl), .gq = gq, .out = x->out + j0 * qd, .out_stride = (int64_t)qd };
-        if (!b.kern) fatal("attention: %s does not run on this CPU", attention_name(impl));
-        int nq = build_block(&b, c, layer, x->q + j0 * qd, (int64_t)qd, x->n - j0, 1);
-        attend_block(&b, c, x, j0);
-        free_block(&b);
-        j0 += nq;
-    }
+    if (buf) { kv_transform_out(sp, layer, rows->out, rows->n, rows->n_heads); free(buf); }
 }
 
 // ---- the inner loops, in plain C (kernels/attention_avx2.c has them for AVX2) ----------------

@@ -7,6 +7,7 @@
 #include "kvcache.h"
 #include "kvstore.h"
 #include "quantize.h"
+#include "hadamard.h"
 #include "../util/util.h"
 
 // ---- spec ----------------------------------------------------------------------------
@@ -23,9 +24,16 @@ void build_kvspec_uniform(KVSpec *s, int n_layers, int n_kv_heads, int head_dim,
     s->key_axis = KEY_AXIS_TOKEN;
 }
 
+uint8_t *build_kvspec_rotate(KVSpec *s) {
+    if (!s->rotate) s->rotate = xcalloc((size_t)s->n_layers, 1);
+    return s->rotate;
+}
+
 void free_kvspec(KVSpec *s) {
     free(s->bits);
+    free(s->rotate);
     s->bits = NULL;
+    s->rotate = NULL;
 }
 
 static int valid_bits(int b) { return b == 16 || b == 8 || b == 4 || b == 2; }
@@ -45,6 +53,9 @@ void kvspec_validate(const KVSpec *s, const char *what) {
     if (s->residual < 0) fatal("%s: residual length %d is negative", what, s->residual);
     if (s->sink < 0) fatal("%s: sink %d is negative", what, s->sink);
     if (s->group == 0 || s->group < -1) fatal("%s: group size %d must be positive or -1", what, s->group);
+    for (int l = 0; s->rotate && l < s->n_layers; l++)
+        if (s->rotate[l] && !hadamard_size_ok(s->head_dim))
+            fatal("%s: layer %d: a rotated cache needs head_dim a power of two (it is %d)", what, l, s->head_dim);
     if (!any_key_quant && !any_value_quant) return;     // fp16 everywhere: grouping is irrelevant
     int per_channel = s->key_axis == KEY_AXIS_CHANNEL && any_key_quant;
     int per_token = any_value_quant || (any_key_quant && !per_channel);
@@ -94,6 +105,10 @@ KVCache *build_kvcache(const KVSpec *spec, int64_t max_tokens) {
     int64_t n = (int64_t)spec->n_layers * spec->n_kv_heads;
     c->spec.bits = xmalloc((size_t)n * sizeof(KVBits));
     memcpy(c->spec.bits, spec->bits, (size_t)n * sizeof(KVBits));
+    if (spec->rotate) {
+        c->spec.rotate = xmalloc((size_t)spec->n_layers);
+        memcpy(c->spec.rotate, spec->rotate, (size_t)spec->n_layers);
+    }
     c->max_tokens = max_tokens;
     c->len = xcalloc((size_t)spec->n_layers, sizeof(int64_t));
     c->streams = xcalloc((size_t)n * 2, sizeof(KVStream));

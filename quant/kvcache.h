@@ -28,6 +28,8 @@ typedef struct {
     int key_axis;       // KeyAxis for keys; values are always per token
     int symmetric;      // 0 asymmetric (default), 1 symmetric
     int sink;           // first N tokens kept fp16 forever
+    uint8_t *rotate;    // [n_layers] 1: the layer's q, k, v are Hadamard-rotated (quant/kvrotate.h);
+                        //   NULL: no layer is. Owned like `bits` (build_kvspec_rotate, free_kvspec)
 } KVSpec;
 
 typedef struct KVCache KVCache;
@@ -36,6 +38,8 @@ typedef struct KVCache KVCache;
 // pertoken grouping (G = -1, R = 0, asymmetric, no sink); callers may then edit fields.
 void build_kvspec_uniform(KVSpec *s, int n_layers, int n_kv_heads, int head_dim, int k_bits, int v_bits);
 void free_kvspec(KVSpec *s);
+// Give s a rotate array (all 0) if it has none, and return it.
+uint8_t *build_kvspec_rotate(KVSpec *s);
 // Check a spec for consistency (bits in the set, G divides head_dim for per-token groups,
 // R a positive multiple of G for per-channel keys, ...): fatal naming `what` and the problem.
 void kvspec_validate(const KVSpec *s, const char *what);

@@ -58,6 +58,7 @@ void tune_layer_attention(const Model *m, const KVSpec *grouping, KVBits bits, c
     size_t N = (size_t)r->n;
     KVSpec one = *grouping;          // the grouping fields; one layer, its own bits table
     one.n_layers = 1;
+    one.rotate = grouping->rotate ? grouping->rotate + l : NULL;   // layer l's choice, as layer 0
     one.bits = xmalloc((size_t)c->n_kv_heads * sizeof(KVBits));
     for (int h = 0; h < c->n_kv_heads; h++) one.bits[h] = bits;
     KVCache *cache = build_kvcache(&one, r->n);

@@ -19,6 +19,7 @@
 extern "C" {
 #include "../../quant/kvstore.h"
 #include "../../quant/quantize.h"
+#include "../../quant/kvrotate.h"
 #include "cuda.h"
 }
 #include <string.h>
@@ -270,12 +271,20 @@ static void stream_sizes(DevStream *s, const KVSpec *sp, int bits, int per_chann
 CudaKVCache *build_cuda_kvcache(const KVSpec *spec, int64_t max_tokens) {
     kvspec_validate(spec, "kv cache");
     if (max_tokens <= 0) fatal("kv cache: max_tokens %lld must be positive", (long long)max_tokens);
+    for (int l = 0; spec->rotate && l < spec->n_layers; l++)
+        if (spec->rotate[l])
+            fatal("--device cuda: the rotated cache (--kv-rotate, rotate: true in a config) is not supported on the CUDA path; "
+                  "run it with --device cpu");
+    if (kv_keys_rotate_half(spec))
+        fatal("--device cuda: per-token key groups smaller than head_dim (grouped in the seed's channel order) are not "
+              "supported on the CUDA path; run them with --device cpu");
     cuda_init();
     CudaKVCache *c = (CudaKVCache *)xcalloc(1, sizeof *c);
     c->spec = *spec;
     int64_t n = (int64_t)spec->n_layers * spec->n_kv_heads;
     c->spec.bits = (KVBits *)xmalloc((size_t)n * sizeof(KVBits));
     memcpy(c->spec.bits, spec->bits, (size_t)n * sizeof(KVBits));
+    c->spec.rotate = NULL;                       // refused above
     c->max_tokens = max_tokens;
     c->len = (int64_t *)xcalloc((size_t)spec->n_layers, sizeof(int64_t));
     c->streams = (DevStream *)xcalloc((size_t)n * 2, sizeof(DevStream));
