@@ -7,8 +7,9 @@
 //      with the model's pre-tokenizer; chat mode first wraps it in the model's chat template).
 //   3. forward() (model/forward.c) runs the whole prompt as one batch. Per layer: rmsnorm,
 //      the Q/K/V matmuls (kernels/kernels.c), RoPE, then position by position append to the
-//      KV cache and attend over it (kvcache_attend_prompt; quant/kvcache.c, kernels/attention.c:
-//      the cache, fp16 or quantized), the output matmul, and the SwiGLU feed-forward. A final
+//      KV cache and attend over it (attention_layer; quant/kvcache.c is the cache, fp16 or
+//      quantized, kernels/attention.h the attention, kernels/attention_ref.c its plain
+//      reference), the output matmul, and the SwiGLU feed-forward. A final
 //      rmsnorm and the classifier give the logits of the last position.
 //   4. sample() (model/sampler.c) picks the next id: argmax at -t 0, else temperature + top-p
 //      with a seeded RNG.
@@ -65,6 +66,7 @@ typedef struct {
     KVOptions kv;              // --kv* flags (quant/kvconfig.h)
     char kv_label[32];         // "fp16", "k8v4", "mixed": the `kv` field of the result lines
     int cuda;                  // --device cuda (kernels/cuda/, generate and chat)
+    AttnImpl attention;        // --attention fast|reference (kernels/attention.h), every mode
     TuneOptions tune;          // -m tune: --max-bits, --out, --groups (quant/tune.h)
 } Options;
 
@@ -85,12 +87,14 @@ static void usage(void) {
         "                (compare -i PROMPT -n N: greedy continuations of both caches, side by side)\n"
         "  --threads N   OpenMP threads (default: the cores, fewer while the machine is busy)\n"
         "  --device D    cpu | cuda\n"
+        "  --attention A fast | reference (default fast; reference: kernels/attention_ref.c, slow)\n"
         "  --verbose     more detail on stderr\n"
         "KV cache (quant/kvconfig.h; default fp16):\n"
         "  --kv SPEC              fp16 | kv8 | k8v4 | kv4 | k4v2 | kv2 | k<bits>v<bits>, bits in {2,4,8,16}\n"
         "  --kv-config FILE       per-layer / per-head bits, KVTuner YAML or JSON\n"
         "  --kv-preset P          pertoken | kivi (the default when quantizing)\n"
-        "  --kv-group G  --kv-residual R  --kv-key-axis token|channel  --kv-sym  --kv-sink N\n");
+        "  --kv-group G  --kv-residual R  --kv-key-axis token|channel  --kv-sym  --kv-sink N\n"
+        "  --kv-rotate            Hadamard-rotate every layer's q, k, v (a config may say rotate: true per layer)\n");
     fputs("KV tuner (-m tune -f CALIB; --tokens N calibration tokens, default 1024; --kv-preset, default kivi):\n", stderr);
     fputs(tune_options_usage(), stderr);
 }
@@ -139,7 +143,7 @@ static void parse_args(Options *o, int argc, char **argv) {
         if (used > 0) { i += used - 1; continue; }
         // every other flag takes one value
         static const char *valued[] = {"-i", "-f", "-n", "-t", "-p", "-s", "-y", "-m", "--ctx", "--tokens",
-                                       "--threads", "--device", NULL};
+                                       "--threads", "--device", "--attention", NULL};
         int known = 0;
         for (int j = 0; valued[j]; j++) known |= !strcmp(a, valued[j]);
         if (!known) fatal("unknown option '%s' (./run -h lists the options)", a);
@@ -155,6 +159,11 @@ static void parse_args(Options *o, int argc, char **argv) {
         else if (!strcmp(a, "--tokens")) o->tokens = parse_int("--tokens", v, 2, INT32_MAX);
         else if (!strcmp(a, "--threads")) o->threads = (int)parse_int("--threads", v, 1, 4096);
         else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--attention")) {
+            if (!strcmp(v, "fast")) o->attention = ATTN_FAST;
+            else if (!strcmp(v, "reference")) o->attention = ATTN_REFERENCE;
+            else fatal("--attention: unknown attention '%s' (fast or reference)", v);
+        }
         else if (!strcmp(a, "-t")) {
             o->temperature = parse_float("-t", v);
             if (o->temperature < 0) fatal("-t: temperature %g is negative (must be >= 0)", o->temperature);
@@ -172,6 +181,7 @@ static void parse_args(Options *o, int argc, char **argv) {
     o->cuda = !strcmp(device, "cuda");
     if (o->cuda && strcmp(o->mode, "generate") && strcmp(o->mode, "chat"))
         fatal("--device cuda: -m %s runs on the CPU only (generate and chat run on CUDA)", o->mode);
+    if (o->cuda && o->attention == ATTN_REFERENCE) fatal("--attention reference: runs on the CPU only (not with --device cuda)");
     if (o->cuda) device = "cpu";
 #else
     if (!strcmp(device, "cuda")) fatal("--device cuda: this binary was built without CUDA");
@@ -529,6 +539,7 @@ int main(int argc, char **argv) {
 #endif
     Model m;
     load_model(&m, o.model_path);
+    m.attention = o.attention;                            // every mode attends through the model
     KVSpec spec;
     build_kvspec_from_options(&spec, &o.kv, &m.config);   // validates the --kv* flags against the model
     kvspec_label(&spec, o.kv_label, sizeof o.kv_label);

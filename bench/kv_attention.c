@@ -1,4 +1,4 @@
-// kv_attention.c: time kvcache_attention alone (all layers, one decode step) on the default
+// kv_attention.c: time the attention (attention_query) alone (all layers, one decode step) on the default
 // model's shape (30 layers, 9 query heads, 3 KV heads, head_dim 64) at several contexts, for
 // fp16 and each quantized configuration in both presets. Reports time per decode step, the
 // cache bytes read per step, the effective bandwidth, and the speedup over fp16.
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "../kernels/attention.h"
 #include "../quant/kvcache.h"
 #include "../util/util.h"
 
@@ -39,7 +40,6 @@ static double time_config(int kb, int vb, int kivi, int64_t T, uint64_t *bytes) 
     if (kivi) { spec.group = 32; spec.residual = 32; spec.key_axis = KEY_AXIS_CHANNEL; }
     KVCache *c = build_kvcache(&spec, T);
     float k[NKV * HD], v[NKV * HD], q[NH * HD], out[NH * HD];
-    float *att = xmalloc(sizeof(float) * NH * (size_t)T);
     for (int64_t t = 0; t < T; t++)
         for (int l = 0; l < L; l++) {
             for (int i = 0; i < NKV * HD; i++) { k[i] = randn() * 3 + (float)(i % 5); v[i] = randn(); }
@@ -48,12 +48,11 @@ static double time_config(int kb, int vb, int kivi, int64_t T, uint64_t *bytes) 
     for (int i = 0; i < NH * HD; i++) q[i] = randn();
     *bytes = kvcache_memory(c, -1).total;
     int reps = (int)(20000 / T) + 3;
-    for (int l = 0; l < L; l++) kvcache_attention(c, l, q, NH, out, att);    // warm up
+    for (int l = 0; l < L; l++) attention_query(c, l, q, NH, out, ATTN_FAST);    // warm up
     double t0 = now();
     for (int r = 0; r < reps; r++)
-        for (int l = 0; l < L; l++) kvcache_attention(c, l, q, NH, out, att);
+        for (int l = 0; l < L; l++) attention_query(c, l, q, NH, out, ATTN_FAST);
     double dt = (now() - t0) / reps;
-    free(att);
     free_kvcache(c);
     free_kvspec(&spec);
     return dt;

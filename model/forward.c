@@ -26,7 +26,6 @@ void build_runstate(RunState *s, const Config *c, int max_batch, int64_t max_tok
     s->att_out = xcalloc(b * qd, sizeof(float));
     s->hb = xcalloc(b * c->hidden_dim, sizeof(float));
     s->hb2 = xcalloc(b * c->hidden_dim, sizeof(float));
-    s->att = xcalloc((size_t)c->n_heads * (size_t)max_tokens, sizeof(float));
     s->logits = xcalloc(b * c->vocab_size, sizeof(float));
     s->rope_freqs = xcalloc((size_t)c->head_dim / 2, sizeof(float));
     rope_freqs(s->rope_freqs, c);
@@ -34,7 +33,7 @@ void build_runstate(RunState *s, const Config *c, int max_batch, int64_t max_tok
 
 void free_runstate(RunState *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->q); free(s->k); free(s->v);
-    free(s->att_out); free(s->hb); free(s->hb2); free(s->att); free(s->logits); free(s->rope_freqs);
+    free(s->att_out); free(s->hb); free(s->hb2); free(s->logits); free(s->rope_freqs);
     memset(s, 0, sizeof *s);
 }
 
@@ -82,11 +81,8 @@ void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos) {
     for (int t = 0; t < n; t++) rope_row(&m->config, s, t, pos + t);
 }
 
-void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const float *k, const float *v, int n,
-                  float *att, float *out) {
-    // In position order, token t appends its K/V and then attends over everything cached so far
-    // (docs/DESIGN.md §3); the cache chunks fixed before the batch are read once for all n tokens.
-    kvcache_attend_prompt(cache, cl, q, k, v, n, c->n_heads, out, att);
+AttnRows layer_attn_rows(const Config *c, RunState *s, int n) {
+    return (AttnRows){ s->q, s->k, s->v, s->att_out, n, c->n_heads };
 }
 
 void layer_out_ffn(const Model *m, RunState *s, int l, int n, const float *att_out) {
@@ -125,7 +121,10 @@ float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, i
     embed_rows(m, s, tokens, n, "forward");
     for (int l = 0; l < c->n_layers; l++) {
         layer_qkv(m, s, l, n, pos);
-        layer_attend(c, cache, l, s->q, s->k, s->v, n, s->att, s->att_out);
+        // In position order, token t appends its K/V and then attends over everything cached
+        // so far (docs/DESIGN.md §3); the cache chunks fixed before the batch are read once for all n.
+        AttnRows rows = layer_attn_rows(c, s, n);
+        attention_layer(cache, l, &rows, m->attention);
         layer_out_ffn(m, s, l, n, s->att_out);
     }
     // Only the rows whose logits are wanted go through the final norm and the classifier
@@ -151,7 +150,8 @@ float *forward_rows(const Model *m, RunState *s, KVCache **caches, const int *to
         qkv_project(m, s, l, n);
         for (int t = 0; t < n; t++) {
             rope_row(c, s, t, pos[t]);
-            layer_attend(c, caches[t], l, s->q + t * qd, s->k + t * kvd, s->v + t * kvd, 1, s->att, s->att_out + t * qd);
+            AttnRows row = { s->q + t * qd, s->k + t * kvd, s->v + t * kvd, s->att_out + t * qd, 1, c->n_heads };
+            attention_layer(caches[t], l, &row, m->attention);
         }
         layer_out_ffn(m, s, l, n, s->att_out);
     }

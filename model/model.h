@@ -7,6 +7,7 @@
 #include "config.h"
 #include "../tokenizer/tokenizer.h"
 #include "../quant/kvcache.h"
+#include "../kernels/attention.h"
 
 typedef struct {
     const float *attn_norm;          // [dim]
@@ -26,6 +27,8 @@ typedef struct {
     Config config;
     Weights weights;
     Tokenizer tokenizer;
+    AttnImpl attention;                 // which attention reads the KV cache (kernels/attention.h);
+                                        //   load_model sets ATTN_FAST, run's --attention may change it
     const void *map; size_t map_size;   // the mmap'd file (or the caller's bytes)
     int mapped;                         // 1: map is ours to munmap
 } Model;
@@ -45,7 +48,6 @@ typedef struct {
     float *k, *v;             // [max_batch][n_kv*hd]
     float *att_out;           // [max_batch][n_heads*hd]
     float *hb, *hb2;          // [max_batch][hidden]
-    float *att;               // [n_heads][max_tokens] scores
     float *logits;            // [max_batch][vocab]
     float *rope_freqs;        // [head_dim/2]
 } RunState;
@@ -63,17 +65,16 @@ float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, i
 // cache caches[t] (pos[t] must equal that cache's length; no cache twice). The matmuls run
 // all rows at once, so the weights are read once per step; each row then appends and attends
 // against its own cache. Row t's result is bit-identical to forward(.., caches[t], &tokens[t],
-// 1, pos[t], ..) (matmul rows do not depend on the batch). n <= max_batch, and s->att must
-// hold n_heads * (largest cache capacity) floats. Returns logits [n][vocab].
+// 1, pos[t], ..) (matmul rows do not depend on the batch). n <= max_batch. Returns logits [n][vocab].
 float *forward_rows(const Model *m, RunState *s, KVCache **caches, const int *tokens, const int64_t *pos, int n);
 
 // The steps of one layer l over n tokens, as forward runs them (the tuner, quant/tune_forward.c,
 // runs them layer by layer from recorded inputs).
 // Norm, Q/K/V projections of s->x and RoPE at positions pos..pos+n-1: s->q, s->k, s->v.
 void layer_qkv(const Model *m, RunState *s, int l, int n, int64_t pos);
-// Position by position: append token t's k/v to cache layer cl, then attend with q: out [n][n_heads*hd].
-void layer_attend(const Config *c, KVCache *cache, int cl, const float *q, const float *k, const float *v, int n,
-                  float *att, float *out);
+// Attention (kernels/attention.h: attention_layer) over rows s->q, s->k, s->v of n tokens:
+// s->att_out. The rows of one attention step.
+AttnRows layer_attn_rows(const Config *c, RunState *s, int n);
 // Output projection of att_out [n][n_heads*hd], residual, and the SwiGLU block: updates s->x.
 void layer_out_ffn(const Model *m, RunState *s, int l, int n, const float *att_out);
 // Final norm and classifier of rows x [rows][dim]: s->logits [rows][vocab].

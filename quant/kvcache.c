@@ -1,11 +1,13 @@
 // kvcache.c: the KV cache — appending tokens, quantizing them as they leave the fp16
-// window, and exact memory accounting. Layout in kvstore.h; attention in kernels/attention.c.
+// window, and exact memory accounting. Where each token is held: kv_regions (kvview.h);
+// storage: kvstore.h; the attention that reads it: kernels/attention.h.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "kvcache.h"
 #include "kvstore.h"
 #include "quantize.h"
+#include "hadamard.h"
 #include "../util/util.h"
 
 // ---- spec ----------------------------------------------------------------------------
@@ -22,9 +24,16 @@ void build_kvspec_uniform(KVSpec *s, int n_layers, int n_kv_heads, int head_dim,
     s->key_axis = KEY_AXIS_TOKEN;
 }
 
+uint8_t *build_kvspec_rotate(KVSpec *s) {
+    if (!s->rotate) s->rotate = xcalloc((size_t)s->n_layers, 1);
+    return s->rotate;
+}
+
 void free_kvspec(KVSpec *s) {
     free(s->bits);
+    free(s->rotate);
     s->bits = NULL;
+    s->rotate = NULL;
 }
 
 static int valid_bits(int b) { return b == 16 || b == 8 || b == 4 || b == 2; }
@@ -44,6 +53,9 @@ void kvspec_validate(const KVSpec *s, const char *what) {
     if (s->residual < 0) fatal("%s: residual length %d is negative", what, s->residual);
     if (s->sink < 0) fatal("%s: sink %d is negative", what, s->sink);
     if (s->group == 0 || s->group < -1) fatal("%s: group size %d must be positive or -1", what, s->group);
+    for (int l = 0; s->rotate && l < s->n_layers; l++)
+        if (s->rotate[l] && !hadamard_size_ok(s->head_dim))
+            fatal("%s: layer %d: a rotated cache needs head_dim a power of two (it is %d)", what, l, s->head_dim);
     if (!any_key_quant && !any_value_quant) return;     // fp16 everywhere: grouping is irrelevant
     int per_channel = s->key_axis == KEY_AXIS_CHANNEL && any_key_quant;
     int per_token = any_value_quant || (any_key_quant && !per_channel);
@@ -93,6 +105,10 @@ KVCache *build_kvcache(const KVSpec *spec, int64_t max_tokens) {
     int64_t n = (int64_t)spec->n_layers * spec->n_kv_heads;
     c->spec.bits = xmalloc((size_t)n * sizeof(KVBits));
     memcpy(c->spec.bits, spec->bits, (size_t)n * sizeof(KVBits));
+    if (spec->rotate) {
+        c->spec.rotate = xmalloc((size_t)spec->n_layers);
+        memcpy(c->spec.rotate, spec->rotate, (size_t)spec->n_layers);
+    }
     c->max_tokens = max_tokens;
     c->len = xcalloc((size_t)spec->n_layers, sizeof(int64_t));
     c->streams = xcalloc((size_t)n * 2, sizeof(KVStream));
@@ -119,8 +135,6 @@ void free_kvcache(KVCache *c) {
 
 void kvcache_reset(KVCache *c) {
     for (int l = 0; l < c->spec.n_layers; l++) c->len[l] = 0;
-    int64_t n = (int64_t)c->spec.n_layers * c->spec.n_kv_heads * 2;
-    for (int64_t i = 0; i < n; i++) c->streams[i].n_quant = 0;
 }
 
 int64_t kvcache_len(const KVCache *c, int layer) { return c->len[layer]; }
@@ -134,7 +148,7 @@ static void quantize_fail(int layer, int head, int is_value, int64_t t) {
           layer, head, is_value ? "value" : "key", (long long)t);
 }
 
-// Quantize the fp16 row of token t (per-token stream) into quantized slot j = t - sink.
+// Quantize the fp16 row of token t (per-token stream) into its groups.
 static void quantize_token(KVCache *c, KVStream *s, int layer, int head, int is_value, int64_t t, const uint16_t *row) {
     int hd = c->spec.head_dim;
     float x[hd];
@@ -147,49 +161,41 @@ static void quantize_token(KVCache *c, KVStream *s, int layer, int head, int is_
             quantize_fail(layer, head, is_value, t);
         pack_codes(u, s->group, s->bits, s->codes + gi * s->group_bytes);
     }
-    s->n_quant++;
 }
 
-// Per-channel keys: the window holds R = residual tokens; quantize them as R/G blocks.
-static void quantize_window_blocks(KVCache *c, KVStream *s, int layer, int head) {
+// Per-channel keys: quantize tokens [t0, t1) of the window (whole blocks of G tokens), each
+// channel of a block one group, reading their fp16 rows from the ring.
+static void quantize_blocks(KVCache *c, KVStream *s, int layer, int head, int64_t t0, int64_t t1) {
     int hd = c->spec.head_dim, G = s->group;
     int64_t S = c->spec.sink;
     float x[G];
     uint8_t u[G];
-    for (int blk = 0; blk < c->spec.residual / G; blk++) {
-        int64_t b = s->n_quant / G + blk;                     // block index among quantized tokens
+    for (int64_t b = (t0 - S) / G; b < (t1 - S) / G; b++)
         for (int ch = 0; ch < hd; ch++) {
-            for (int i = 0; i < G; i++) {
-                int64_t t = S + b * G + i;
-                x[i] = fp16_to_fp32(kv_fp16_row(c, s, t)[ch]);
-            }
+            for (int i = 0; i < G; i++) x[i] = fp16_to_fp32(kv_fp16_row(c, s, S + b * G + i)[ch]);
             int64_t gi = b * hd + ch;
             if (quantize_group(x, G, s->bits, c->spec.symmetric, u, &s->sm[2 * gi], &s->sm[2 * gi + 1]))
                 quantize_fail(layer, head, 0, S + b * G);
             pack_codes(u, G, s->bits, s->codes + gi * s->group_bytes);
         }
-    }
-    s->n_quant += c->spec.residual;
 }
 
+// Token t joins the stream. The tokens that this append moves into the quantized region
+// (kv_regions) are quantized, once, from their fp16 values: per token, the oldest window
+// token (or, with R = 0, the new one); per channel, the R window tokens the new one completes.
 static void append_stream(KVCache *c, KVStream *s, int layer, int head, int is_value, int64_t t, const uint16_t *row) {
     int hd = c->spec.head_dim;
-    int64_t S = c->spec.sink, R = c->spec.residual;
-    if (s->bits == 16 || t < S) {                       // fp16 rows / attention sink
-        memcpy(s->fp16 + t * hd, row, (size_t)hd * 2);
+    KVRegions before = kv_stream_regions(c, s, t), after = kv_stream_regions(c, s, t + 1);
+    int64_t q0 = before.quant_end > after.sink_end ? before.quant_end : after.sink_end, q1 = after.quant_end;
+    if (s->per_channel && q1 > q0) {           // the new row completes the blocks: store it, then quantize
+        memcpy(kv_fp16_row(c, s, t), row, (size_t)hd * 2);
+        quantize_blocks(c, s, layer, head, q0, q1);
         return;
     }
-    if (R == 0) {                                       // quantize on append
-        quantize_token(c, s, layer, head, is_value, t, row);
-        return;
-    }
-    int64_t j = t - S;
-    uint16_t *slot = s->fp16 + (S + j % R) * hd;
-    if (!s->per_channel && j >= R)                      // oldest window token leaves: slot j%R holds token t-R
-        quantize_token(c, s, layer, head, is_value, t - R, slot);
-    memcpy(slot, row, (size_t)hd * 2);
-    if (s->per_channel && (j + 1) % R == 0)             // R tokens gathered: quantize them together
-        quantize_window_blocks(c, s, layer, head);
+    // Per token, quantize first: the leaving token's ring slot is the one the new row takes.
+    for (int64_t u = q0; u < q1; u++)
+        quantize_token(c, s, layer, head, is_value, u, u == t ? row : kv_fp16_row(c, s, u));
+    if (t < after.sink_end || t >= after.quant_end) memcpy(kv_fp16_row(c, s, t), row, (size_t)hd * 2);
 }
 
 void kvcache_append(KVCache *c, int layer, const float *k, const float *v) {
@@ -216,8 +222,15 @@ void kvcache_append(KVCache *c, int layer, const float *k, const float *v) {
 // ---- inspection --------------------------------------------------------------------------
 
 int kvcache_is_quantized(const KVCache *c, int layer, int head, int is_value, int64_t t) {
+    KVRegions r = kv_stream_regions(c, kv_stream(c, layer, head, is_value), c->len[layer]);
+    return t >= r.sink_end && t < r.quant_end;
+}
+
+KVStreamView kvcache_view(const KVCache *c, int layer, int head, int is_value) {
     const KVStream *s = kv_stream(c, layer, head, is_value);
-    return s->bits != 16 && t >= c->spec.sink && t < c->spec.sink + s->n_quant;
+    KVStreamView v = { s->bits, s->per_channel, s->group, s->groups_per_token, c->spec.head_dim, s->group_bytes,
+                       c->spec.sink, c->spec.residual, kv_stream_regions(c, s, c->len[layer]), s->fp16, s->codes, s->sm };
+    return v;
 }
 
 void kvcache_read(const KVCache *c, int layer, int head, int is_value, int64_t t, float *out) {
@@ -259,12 +272,13 @@ int kvcache_equal(const KVCache *a, const KVCache *b) {
         for (int h = 0; h < s->n_kv_heads; h++)
             for (int v = 0; v < 2; v++) {
                 const KVStream *x = kv_stream(a, l, h, v), *y = kv_stream(b, l, h, v);
-                if (x->bits != y->bits || x->n_quant != y->n_quant) return 0;
+                if (x->bits != y->bits) return 0;
                 for (int64_t t = 0; t < a->len[l]; t++)          // fp16 rows in use
                     if (!kvcache_is_quantized(a, l, h, v, t) &&
                         memcmp(kv_fp16_row(a, x, t), kv_fp16_row(b, y, t), (size_t)hd * 2)) return 0;
                 if (x->bits == 16) continue;
-                int64_t groups = x->per_channel ? x->n_quant / x->group * hd : x->n_quant * x->groups_per_token;
+                int64_t nq = kv_stream_n_quant(a, x, a->len[l]);
+                int64_t groups = x->per_channel ? nq / x->group * hd : nq * x->groups_per_token;
                 if (memcmp(x->codes, y->codes, (size_t)(groups * x->group_bytes)) ||
                     memcmp(x->sm, y->sm, (size_t)groups * 4)) return 0;
             }
@@ -275,15 +289,14 @@ int kvcache_equal(const KVCache *a, const KVCache *b) {
 // ---- copy ----------------------------------------------------------------------------------
 
 static void copy_stream(const KVCache *src, KVStream *d, const KVStream *s, int64_t len) {
-    int64_t hd = src->spec.head_dim;
-    d->n_quant = s->n_quant;
+    int64_t hd = src->spec.head_dim, nq = kv_stream_n_quant(src, s, len);
     if (s->bits == 16) {                       // one fp16 row per position
         memcpy(d->fp16, s->fp16, (size_t)(len * hd * 2));
         return;
     }
     // the sink rows and the whole fp16 window ring (rows not yet used are harmless)
     memcpy(d->fp16, s->fp16, (size_t)((src->spec.sink + src->spec.residual) * hd * 2));
-    int64_t groups = s->per_channel ? s->n_quant / s->group * hd : s->n_quant * s->groups_per_token;
+    int64_t groups = s->per_channel ? nq / s->group * hd : nq * s->groups_per_token;
     memcpy(d->codes, s->codes, (size_t)(groups * s->group_bytes));
     memcpy(d->sm, s->sm, (size_t)groups * 4);
 }
@@ -308,10 +321,10 @@ void kvcache_copy(KVCache *dst, const KVCache *src) {
 
 static void stream_memory(const KVCache *c, const KVStream *s, int64_t len, KVMemory *m) {
     int hd = c->spec.head_dim;
-    int64_t fp16_tokens = len - (s->bits == 16 ? 0 : s->n_quant);
+    int64_t n_quant = kv_stream_n_quant(c, s, len), fp16_tokens = len - n_quant;
     m->fp16_bytes += (uint64_t)fp16_tokens * hd * 2;
     if (s->bits == 16) return;
-    int64_t groups = s->per_channel ? s->n_quant / s->group * hd : s->n_quant * s->groups_per_token;
+    int64_t groups = s->per_channel ? n_quant / s->group * hd : n_quant * s->groups_per_token;
     m->code_bytes += (uint64_t)(groups * s->group_bytes);
     m->scale_bytes += (uint64_t)groups * 4;              // fp16 scale + fp16 offset per group
 }

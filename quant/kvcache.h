@@ -1,7 +1,8 @@
 // kvcache.h: the (quantized) KV cache. fp16 is the baseline; K and V may each be stored
 // at 8, 4 or 2 bits per element, per layer and per KV head (KVTuner, Li et al. 2025).
 //
-// Token life cycle (docs/DESIGN.md §3), per layer, per KV head, separately for K and V:
+// Token life cycle (docs/DESIGN.md §3; kv_regions in kvview.h is its one definition), per layer,
+// per KV head, separately for K and V:
 //   - the first `sink` tokens stay fp16 forever;
 //   - a new token enters an fp16 window; per-token streams keep the R most recent tokens
 //     there and quantize the oldest as it leaves (R = 0: quantize on append); per-channel
@@ -13,6 +14,7 @@
 #define KVT_KVCACHE_H
 
 #include <stdint.h>
+#include "kvview.h"
 
 typedef enum { KEY_AXIS_TOKEN = 0, KEY_AXIS_CHANNEL = 1 } KeyAxis;
 
@@ -26,6 +28,8 @@ typedef struct {
     int key_axis;       // KeyAxis for keys; values are always per token
     int symmetric;      // 0 asymmetric (default), 1 symmetric
     int sink;           // first N tokens kept fp16 forever
+    uint8_t *rotate;    // [n_layers] 1: the layer's q, k, v are Hadamard-rotated (quant/kvrotate.h);
+                        //   NULL: no layer is. Owned like `bits` (build_kvspec_rotate, free_kvspec)
 } KVSpec;
 
 typedef struct KVCache KVCache;
@@ -34,6 +38,8 @@ typedef struct KVCache KVCache;
 // pertoken grouping (G = -1, R = 0, asymmetric, no sink); callers may then edit fields.
 void build_kvspec_uniform(KVSpec *s, int n_layers, int n_kv_heads, int head_dim, int k_bits, int v_bits);
 void free_kvspec(KVSpec *s);
+// Give s a rotate array (all 0) if it has none, and return it.
+uint8_t *build_kvspec_rotate(KVSpec *s);
 // Check a spec for consistency (bits in the set, G divides head_dim for per-token groups,
 // R a positive multiple of G for per-channel keys, ...): fatal naming `what` and the problem.
 void kvspec_validate(const KVSpec *s, const char *what);
@@ -54,17 +60,9 @@ const KVSpec *kvcache_spec(const KVCache *c);
 typedef struct { uint64_t code_bytes, scale_bytes, fp16_bytes, total; double bits_per_elem; } KVMemory;
 KVMemory kvcache_memory(const KVCache *c, int layer /* -1 = all layers */);
 
-// Attention of one query position over every cached token of `layer`:
-// q [n_heads * head_dim] (RoPE applied), out [n_heads * head_dim].
-// att is scratch of [n_heads * max_tokens] floats. Heads run in parallel (OpenMP).
-// (kernels/attention.c; reads packed groups directly, never a dequantized copy.)
-void kvcache_attention(const KVCache *c, int layer, const float *q, int n_heads, float *out, float *att);
-// n consecutive prompt tokens: for each in order, append its k/v [n_kv_heads * head_dim] and
-// attend with its q, exactly as n decode steps (kvcache_append + kvcache_attention) would,
-// bit for bit; the cache chunks already fixed before the block are read once for all n.
-// q, out: [n][n_heads * head_dim]; att as above.
-void kvcache_attend_prompt(KVCache *c, int layer, const float *q, const float *k, const float *v, int n, int n_heads,
-                           float *out, float *att);
+// The stream of KV head `head` (keys, or values if is_value) of `layer` as it stands: its
+// layout and where each token is (quant/kvview.h). The attention reads the cache through it.
+KVStreamView kvcache_view(const KVCache *c, int layer, int head, int is_value);
 
 // ---- inspection (tests, tools) -------------------------------------------------------
 // 1 if token t of (layer, head, K or V) is currently quantized, 0 if it is held in fp16.

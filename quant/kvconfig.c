@@ -22,6 +22,7 @@ int kvoptions_parse_arg(KVOptions *o, int argc, char **argv, int *i) {
                                         "--kv-key-axis", "--kv-sink" };
     const char *arg = argv[*i], *val = NULL;
     if (strcmp(arg, "--kv-sym") == 0) { o->symmetric = 1; return 1; }
+    if (strcmp(arg, "--kv-rotate") == 0) { o->rotate = 1; return 1; }
     int which = -1;
     for (int k = 0; k < 7; k++) {
         size_t n = strlen(with_value[k]);
@@ -94,6 +95,7 @@ void build_kvspec_from_options(KVSpec *s, const KVOptions *o, const Config *c) {
     if (o->key_axis_set) s->key_axis = o->key_axis;
     if (o->sink_set) s->sink = o->sink;
     s->symmetric = o->symmetric;
+    if (o->rotate) memset(build_kvspec_rotate(s), 1, (size_t)s->n_layers);   // every layer
     kvspec_validate(s, "kv cache options");
 }
 
@@ -120,7 +122,7 @@ void kvspec_print(FILE *f, const KVSpec *s) {
         const KVBits *b = s->bits + (int64_t)l * H;
         int uniform = 1;
         for (int h = 1; h < H; h++) uniform &= b[h].k_bits == b[0].k_bits && b[h].v_bits == b[0].v_bits;
-        fprintf(f, "kv layer %2d:", l);
+        fprintf(f, "kv layer %2d:%s", l, s->rotate && s->rotate[l] ? " rotated" : "");
         for (int h = 0; h < (uniform ? 1 : H); h++) {
             if (!uniform) fprintf(f, " h%d", h);
             fprintf(f, " k%dv%d", b[h].k_bits, b[h].v_bits);

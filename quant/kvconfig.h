@@ -4,6 +4,8 @@
 //   --kv-config FILE     per-layer or per-head bits, KVTuner YAML or the same structure in JSON
 //   --kv-preset P        pertoken (G -1, R 0, keys per token) | kivi (G 32, R 32, keys per channel)
 //   --kv-group G  --kv-residual R  --kv-key-axis token|channel  --kv-sym  --kv-sink N
+//   --kv-rotate          Hadamard-rotate q, k, v of every layer (quant/kvrotate.h); a config file
+//                        may instead set `rotate: true` per layer
 //
 // Without --kv or --kv-config the cache is fp16. With either, the grouping starts from the
 // kivi preset (the seed's headline setting) unless --kv-preset says otherwise, and each
@@ -30,6 +32,7 @@ typedef struct {
     int group_set, residual_set, sink_set;
     int key_axis, key_axis_set;
     int symmetric;             // --kv-sym given
+    int rotate;                // --kv-rotate given
 } KVOptions;
 
 void kvoptions_init(KVOptions *o);
@@ -46,7 +49,8 @@ void parse_kv_bits(const char *spec, const char *what, int *k_bits, int *v_bits)
 // Read a KVTuner config file (YAML, or JSON when it starts with '{') into s->bits, which must
 // already be allocated for s's shape: every layer (and every head, in the per-head form) must
 // be present exactly once with nbits_key and nbits_value in {2, 4, 8, 16}; anything else is
-// fatal naming the file, the layer/head and the problem.
+// fatal naming the file, the layer/head and the problem. A layer may also say `rotate: true`
+// (or false) beside its bits or its heads; any true gives s a rotate array.
 void load_kvconfig(KVSpec *s, const char *path);
 // The same for the file's text in memory, bytes[0..len); name stands for the path in messages.
 void load_kvconfig_text(KVSpec *s, const char *name, const char *bytes, size_t len);

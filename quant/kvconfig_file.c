@@ -4,7 +4,9 @@
 //       nbits_key: 8
 //       nbits_value: 4
 //
-// or per KV head (layer -> head -> the same pair), in YAML or the same structure as JSON.
+// or per KV head (layer -> head -> the same pair), in YAML or the same structure as JSON. A
+// layer may add `rotate: true` (its q, k, v Hadamard-rotated; quant/kvrotate.h), beside its
+// pair or its heads.
 // YAML here is the subset these files use: block mappings by indentation, `key: value` with
 // integer or string scalars, comments, blank lines, CRLF, an optional leading `---`. Both
 // syntaxes become one small tree (CfgNode), checked against the model's shape by one function.
@@ -112,8 +114,8 @@ static void from_json(CfgNode *node, const JsonValue *v, const char *path) {
     char buf[64];
     if (v->type == JSON_NUMBER && v->number_is_int) snprintf(buf, sizeof buf, "%lld", (long long)v->integer);
     else if (v->type == JSON_NUMBER) snprintf(buf, sizeof buf, "%g", v->number);
-    else snprintf(buf, sizeof buf, "(a JSON %s)", v->type == JSON_STRING ? "string" : v->type == JSON_ARRAY ? "array" :
-                  v->type == JSON_BOOL ? "boolean" : "null");
+    else if (v->type == JSON_BOOL) snprintf(buf, sizeof buf, "%s", v->boolean ? "true" : "false");
+    else snprintf(buf, sizeof buf, "(a JSON %s)", v->type == JSON_STRING ? "string" : v->type == JSON_ARRAY ? "array" : "null");
     node->value = xstrdup(buf);
 }
 
@@ -141,8 +143,10 @@ static void read_pair(const CfgNode *node, KVBits *b, const char *path, int laye
     int got[2] = { 0, 0 };
     for (int i = 0; i < node->n; i++) {
         const CfgNode *k = &node->kids[i];
+        if (head < 0 && strcmp(k->key, "rotate") == 0) continue;        // the layer's, read by apply_tree
         int which = strcmp(k->key, "nbits_key") == 0 ? 0 : strcmp(k->key, "nbits_value") == 0 ? 1 : -1;
-        if (which < 0) fatal("%s: %s: unknown key '%s' (expected nbits_key, nbits_value)", path, at, printable(k->key));
+        if (which < 0) fatal("%s: %s: unknown key '%s' (expected nbits_key, nbits_value%s)", path, at, printable(k->key),
+                             head < 0 ? ", rotate" : "");
         if (!k->value) fatal("%s: %s: %s must be a number, not a mapping", path, at, k->key);
         long bits = parse_index(k->value);
         if (bits != 2 && bits != 4 && bits != 8 && bits != 16)
@@ -151,6 +155,20 @@ static void read_pair(const CfgNode *node, KVBits *b, const char *path, int laye
         got[which] = 1;
     }
     if (!got[0] || !got[1]) fatal("%s: %s: missing %s", path, at, got[0] ? "nbits_value" : "nbits_key");
+}
+
+// The layer's `rotate: true|false`, if it has one: 1, 0, or -1 when absent.
+static int read_rotate(const CfgNode *layer_node, const char *path, int layer) {
+    for (int i = 0; i < layer_node->n; i++) {
+        const CfgNode *k = &layer_node->kids[i];
+        if (strcmp(k->key, "rotate")) continue;
+        char at[96];
+        where(at, sizeof at, layer, -1, k->line);
+        if (k->value && strcmp(k->value, "true") == 0) return 1;
+        if (k->value && strcmp(k->value, "false") == 0) return 0;
+        fatal("%s: %s: rotate is '%s', not true or false", path, at, k->value ? printable(k->value) : "a mapping");
+    }
+    return -1;
 }
 
 static void apply_tree(KVSpec *s, const CfgNode *root, const char *path) {
@@ -162,7 +180,10 @@ static void apply_tree(KVSpec *s, const CfgNode *root, const char *path) {
         long layer = parse_index(ln->key);
         if (layer < 0) fatal("%s: unknown key '%s' at the top level (expected a layer index)", path, printable(ln->key));
         if (layer >= L) fatal("%s: layer %ld present but the model has %d layers (0..%d)", path, layer, L, L - 1);
-        int per_head = ln->n > 0 && parse_index(ln->kids[0].key) >= 0;
+        int per_head = 0;
+        for (int j = 0; j < ln->n; j++) per_head |= parse_index(ln->kids[j].key) >= 0;
+        if (ln->value) per_head = 0;
+        if (read_rotate(ln, path, (int)layer) == 1) build_kvspec_rotate(s)[layer] = 1;
         if (!per_head) {
             KVBits b;
             read_pair(ln, &b, path, (int)layer, -1);
@@ -171,6 +192,7 @@ static void apply_tree(KVSpec *s, const CfgNode *root, const char *path) {
         }
         for (int j = 0; j < ln->n; j++) {
             const CfgNode *hn = &ln->kids[j];
+            if (strcmp(hn->key, "rotate") == 0) continue;
             long head = parse_index(hn->key);
             char at[96];
             where(at, sizeof at, (int)layer, -1, hn->line);

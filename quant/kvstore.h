@@ -1,21 +1,7 @@
-// kvstore.h: the storage layout of the KV cache, shared by quant/kvcache.c (which writes it)
-// and kernels/attention.c (which reads it). Not part of the public API.
-//
-// One KVStream holds one KV head's keys or values for one layer. Its tokens, by position t:
-//
-//   [0, sink)                     fp16 rows, kept forever
-//   [sink, sink + n_quant)        quantized (packed codes + fp16 scale/offset per group)
-//   [sink + n_quant, len)         fp16 window, a ring of R rows: token t sits in row
-//                                 (t - sink) mod R
-//
-// A 16-bit stream is just fp16 rows [max_tokens][head_dim], one per position.
-//
-// Quantized layouts (group_bytes = packed bytes of one group's codes):
-//   per-token  (axis token): token j = t - sink, group g of its head vector is group
-//              index j * groups_per_token + g, over channels [g*G, (g+1)*G).
-//   per-channel (keys, KIVI): token j is in block b = j / G; channel c of block b is group
-//              index b * head_dim + c, over tokens [b*G, (b+1)*G) of that channel.
-// codes:  [n_groups][group_bytes];  sm: [n_groups][2] = fp16 scale, fp16 offset.
+// kvstore.h: the storage of the KV cache, private to the code that writes and copies it:
+// quant/kvcache.c, and kernels/cuda/kvcache_cuda.cu, which mirrors it in GPU memory. Readers
+// use the view of quant/kvview.h, which also defines where each token is held (kv_regions)
+// and the order of the packed groups.
 #ifndef KVT_KVSTORE_H
 #define KVT_KVSTORE_H
 
@@ -31,7 +17,6 @@ typedef struct {
     uint16_t *fp16;       // bits 16: [max_tokens][head_dim]; else [sink + R][head_dim]
     uint8_t *codes;       // [max groups][group_bytes]
     uint16_t *sm;         // [max groups][2]
-    int64_t n_quant;      // tokens quantized so far (positions sink .. sink + n_quant - 1)
 } KVStream;
 
 struct KVCache {
@@ -45,13 +30,20 @@ static inline const KVStream *kv_stream(const KVCache *c, int layer, int head, i
     return &c->streams[((int64_t)layer * c->spec.n_kv_heads + head) * 2 + is_value];
 }
 
+// Where the tokens of stream s are when its layer holds len tokens.
+static inline KVRegions kv_stream_regions(const KVCache *c, const KVStream *s, int64_t len) {
+    return kv_regions(s->bits, s->per_channel, len, c->spec.sink, c->spec.residual);
+}
+
+// Quantized tokens of stream s when its layer holds len tokens.
+static inline int64_t kv_stream_n_quant(const KVCache *c, const KVStream *s, int64_t len) {
+    KVRegions r = kv_stream_regions(c, s, len);
+    return r.quant_end - r.sink_end;
+}
+
 // fp16 row of token t (which must be held in fp16).
-static inline const uint16_t *kv_fp16_row(const KVCache *c, const KVStream *s, int64_t t) {
-    int hd = c->spec.head_dim;
-    if (s->bits == 16) return s->fp16 + t * hd;
-    int64_t S = c->spec.sink;
-    if (t < S) return s->fp16 + t * hd;
-    return s->fp16 + (S + (t - S) % c->spec.residual) * hd;
+static inline uint16_t *kv_fp16_row(const KVCache *c, const KVStream *s, int64_t t) {
+    return s->fp16 + kv_row(s->bits, t, c->spec.sink, c->spec.residual) * c->spec.head_dim;
 }
 
 #endif

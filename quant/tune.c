@@ -134,9 +134,9 @@ static void measure_sensitivity(const Model *m, const KVSpec *grouping, RunState
     KVCache *c16 = build_kvcache(&sp16, r->n);
     double t0 = now_s();
     for (int l = 0; l < c->n_layers; l++) {
-        tune_layer_attention(m, grouping, (KVBits){16, 16}, r, l, s->att, o16);
+        tune_layer_attention(m, grouping, (KVBits){16, 16}, r, l, o16);
         for (int p = 0; p < TUNE_NPAIRS; p++) {
-            tune_layer_attention(m, grouping, (KVBits){tune_kbits(p), tune_vbits(p)}, r, l, s->att, oq);
+            tune_layer_attention(m, grouping, (KVBits){tune_kbits(p), tune_vbits(p)}, r, l, oq);
             sens_aux(t, l)[p] = rel_error(oq, o16, od);
             sens_err(t, l)[p] = tune_tail_kl(m, s, c16, r, l, oq, kl_stride(r->n));
             if (!isfinite(sens_err(t, l)[p])) fatal("tune: layer %d %s: the KL is not finite", l, tune_pair_name(p));

@@ -55,7 +55,7 @@ void free_tunerecord(TuneRecord *r);
 // Layer l's attention over the recorded Q/K/V through a one-layer cache of `grouping` with
 // every KV head at `bits` (the real quantizer and kernel): out [n][n_heads*head_dim].
 void tune_layer_attention(const Model *m, const KVSpec *grouping, KVBits bits, const TuneRecord *r, int l,
-                          float *att /* [n_heads][n] */, float *out);
+                          float *out);
 
 // Finish the forward pass from layer l, given layer l's attention output; layers after l
 // use the fp16 cache c16 (reset here). Returns the mean KL(fp16 || this) over positions

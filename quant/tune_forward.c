@@ -36,7 +36,8 @@ void tune_record(const Model *m, RunState *s, const int *ids, int n, TuneRecord 
         memcpy(r->q + l * N * qdim(c), s->q, N * qdim(c) * sizeof(float));
         memcpy(r->k + l * N * kvdim(c), s->k, N * kvdim(c) * sizeof(float));
         memcpy(r->v + l * N * kvdim(c), s->v, N * kvdim(c) * sizeof(float));
-        layer_attend(c, cache, (int)l, s->q, s->k, s->v, n, s->att, s->att_out);
+        AttnRows rows = layer_attn_rows(c, s, n);
+        attention_layer(cache, (int)l, &rows, m->attention);
         layer_out_ffn(m, s, (int)l, n, s->att_out);
     }
     float *lg = head_logits(m, s, s->x, n - 1);
@@ -52,16 +53,18 @@ void free_tunerecord(TuneRecord *r) {
 }
 
 void tune_layer_attention(const Model *m, const KVSpec *grouping, KVBits bits, const TuneRecord *r, int l,
-                          float *att, float *out) {
+                          float *out) {
     const Config *c = &m->config;
     size_t N = (size_t)r->n;
     KVSpec one = *grouping;          // the grouping fields; one layer, its own bits table
     one.n_layers = 1;
+    one.rotate = grouping->rotate ? grouping->rotate + l : NULL;   // layer l's choice, as layer 0
     one.bits = xmalloc((size_t)c->n_kv_heads * sizeof(KVBits));
     for (int h = 0; h < c->n_kv_heads; h++) one.bits[h] = bits;
     KVCache *cache = build_kvcache(&one, r->n);
-    layer_attend(c, cache, 0, r->q + (size_t)l * N * qdim(c), r->k + (size_t)l * N * kvdim(c),
-                 r->v + (size_t)l * N * kvdim(c), r->n, att, out);
+    AttnRows rows = { r->q + (size_t)l * N * qdim(c), r->k + (size_t)l * N * kvdim(c), r->v + (size_t)l * N * kvdim(c),
+                      out, r->n, c->n_heads };
+    attention_layer(cache, 0, &rows, m->attention);
     free_kvcache(cache);
     free(one.bits);
 }
@@ -76,7 +79,8 @@ double tune_tail_kl(const Model *m, RunState *s, KVCache *c16, const TuneRecord 
     layer_out_ffn(m, s, l, n, att_out);
     for (int j = l + 1; j < c->n_layers; j++) {
         layer_qkv(m, s, j, n, 0);
-        layer_attend(c, c16, j, s->q, s->k, s->v, n, s->att, s->att_out);
+        AttnRows rows = layer_attn_rows(c, s, n);
+        attention_layer(c16, j, &rows, m->attention);
         layer_out_ffn(m, s, j, n, s->att_out);
     }
     // only the scored rows go through the classifier: gather positions 0, stride, 2*stride, ...

@@ -50,6 +50,8 @@ START_TEST(test_bad_flags) {
     expect_error(TINY_MODEL " -i hi --ctx 0", "--ctx: 0 is out of range");
     expect_error(TINY_MODEL " -i hi -m dance", "-m: unknown mode 'dance'");
     expect_error(TINY_MODEL " -i hi --device tpu", "--device: unknown device 'tpu'");
+    expect_error(TINY_MODEL " -i hi --attention slow", "--attention: unknown attention 'slow'");
+    expect_error(TINY_MODEL " -i hi --attention", "--attention: missing value");
     expect_error(TINY_MODEL " -i hi --kv kv3", "--kv: 'kv3'");
     expect_error(TINY_MODEL " -i hi --kv", "--kv: missing value");
     expect_error(TINY_MODEL " -i hi --device cuda", "--device cuda");
@@ -195,6 +197,33 @@ START_TEST(test_tokenize_mode) {
 }
 END_TEST
 
+// --attention reference runs the plain reference (kernels/attention_ref.c) in every mode: the
+// perplexity through it matches the fast path's to the attention tolerance, generation runs.
+static double ppl_with(const char *attention) {
+    char cmd[1024], *out, *err;
+    snprintf(cmd, sizeof cmd, "%s %s -m ppl --kv kv4 --kv-preset pertoken --attention %s -i 'It was the best of times, "
+             "it was the worst of times, it was the age of wisdom, it was the age of foolishness'", run_bin(), TINY_MODEL,
+             attention);
+    ck_assert_msg(run_capture(cmd, &out, &err) == 0, "%s: %s", cmd, err);
+    double ppl = NAN;
+    const char *line = strstr(out, "\nppl ");
+    ck_assert_msg(line && sscanf(line + 1, "ppl %lf", &ppl) == 1, "no ppl line in %s", out);
+    free(out); free(err);
+    return ppl;
+}
+
+START_TEST(test_attention_flag) {
+    need_tiny();
+    double fast = ppl_with("fast"), ref = ppl_with("reference");
+    ck_assert_msg(fast > 1 && fabs(fast - ref) <= 1e-3 * ref, "ppl fast %g, reference %g", fast, ref);
+    char cmd[1024], *out, *err;
+    snprintf(cmd, sizeof cmd, "%s %s -i 'Once upon a time' -n 8 -t 0 --kv k4v2 --kv-preset pertoken --attention reference", run_bin(), TINY_MODEL);
+    ck_assert_msg(run_capture(cmd, &out, &err) == 0, "%s", err);
+    ck_assert(last_line_value(err, "tokens") >= 1);
+    free(out); free(err);
+}
+END_TEST
+
 static Suite *cli_suite(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("cli");
@@ -205,6 +234,7 @@ static Suite *cli_suite(void) {
     tcase_add_test(tc, test_generate_greedy);
     tcase_add_test(tc, test_generate_seeded);
     tcase_add_test(tc, test_tokenize_mode);
+    tcase_add_test(tc, test_attention_flag);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -110,7 +110,8 @@ END_TEST
 // A long prompt, so that whole 128-token chunks are quantized before later batches arrive and
 // block prefill (kernels/attention.c) reads them once for all of a batch's queries: logits and
 // cache contents must still be bit-identical to token-by-token decoding, for fp16, KIVI,
-// per-token (quantize on append) and per-head mixed caches, and with a short sink.
+// per-token (quantize on append) and per-head mixed caches, with a short sink, and with rotated
+// layers (quant/kvrotate.h). Kinds 2 and 3 group keys in the seed's channel order (G < head_dim).
 #define NLONG 420
 static float *long_logits(int kind, int batch, KVCache **keep) {
     const Config *c = &model.config;
@@ -123,6 +124,11 @@ static float *long_logits(int kind, int batch, KVCache **keep) {
         spec.group = 8; spec.residual = 5;
         for (int l = 0; l < c->n_layers; l++)
             for (int h = 0; h < c->n_kv_heads; h++) spec.bits[(size_t)l * c->n_kv_heads + h] = (KVBits){h ? 2 : 16, 8};
+    }
+    if (kind == 4) memset(build_kvspec_rotate(&spec), 1, (size_t)c->n_layers);   // per token, every layer rotated
+    if (kind == 5) {                                              // KIVI with every other layer rotated
+        spec.key_axis = KEY_AXIS_CHANNEL; spec.group = 4; spec.residual = 8;
+        for (int l = 0; l < c->n_layers; l += 2) build_kvspec_rotate(&spec)[l] = 1;
     }
     KVCache *kv = build_kvcache(&spec, NLONG);
     free_kvspec(&spec);
@@ -143,7 +149,7 @@ static float *long_logits(int kind, int batch, KVCache **keep) {
 
 START_TEST(test_block_prefill_long) {
     size_t n = NLONG * (size_t)model.config.vocab_size;
-    for (int kind = 0; kind < 4; kind++) {
+    for (int kind = 0; kind < 6; kind++) {
         KVCache *c1, *cb;
         float *one = long_logits(kind, 1, &c1), *many = long_logits(kind, 64, &cb);
         ck_assert_msg(kvcache_equal(c1, cb), "kind %d: prefill and decode left different caches", kind);
@@ -153,6 +159,40 @@ START_TEST(test_block_prefill_long) {
         free(one); free(many);
         free_kvcache(c1); free_kvcache(cb);
     }
+}
+END_TEST
+
+// H is orthonormal, so rotating every layer of an fp16 cache changes the logits only by
+// rounding (fp16 rounding of rotated instead of plain K/V, sums in another order), and the
+// seed's channel order (keys permuted with their queries) likewise.
+START_TEST(test_rotation_keeps_fp16_logits) {
+    const Config *c = &model.config;
+    size_t V = (size_t)c->vocab_size;
+    int n = 48, tok[48];
+    for (int i = 0; i < n; i++) tok[i] = (i * 31 + 7) % c->vocab_size;
+    float *ref = NULL;
+    for (int kind = 0; kind < 3; kind++) {
+        KVSpec spec;
+        build_kvspec_uniform(&spec, c->n_layers, c->n_kv_heads, c->head_dim, 16, 16);
+        if (kind == 1) memset(build_kvspec_rotate(&spec), 1, (size_t)c->n_layers);
+        if (kind == 2) spec.group = c->head_dim / 2;         // fp16 keys, but grouped order: permuted
+        KVCache *kv = build_kvcache(&spec, n);
+        free_kvspec(&spec);
+        RunState s;
+        build_runstate(&s, c, n, n);
+        float *out = xmalloc((size_t)n * V * sizeof(float));
+        memcpy(out, forward(&model, &s, kv, tok, n, 0, 1), (size_t)n * V * sizeof(float));
+        if (!ref) ref = out;
+        else {
+            double d = max_abs_diff(ref, out, (size_t)n * V);
+            ck_assert_msg(d > 0 || kind == 2, "kind %d: rotation changed nothing at all (is it applied?)", kind);
+            ck_assert_msg(d < 2e-2, "kind %d: logits moved by %g, more than rounding", kind, d);
+            free(out);
+        }
+        free_runstate(&s);
+        free_kvcache(kv);
+    }
+    free(ref);
 }
 END_TEST
 
@@ -237,6 +277,7 @@ static Suite *forward_suite(void) {
     tcase_add_test(tc, test_prefill_equals_decode);
     tcase_add_test(tc, test_prefill_equals_decode_quantized);
     tcase_add_test(tc, test_block_prefill_long);
+    tcase_add_test(tc, test_rotation_keeps_fp16_logits);
     tcase_add_test(tc, test_last_row_only);
     tcase_add_test(tc, test_context_matters);
     tcase_add_test(tc, test_q8_0_prefill_equals_decode);

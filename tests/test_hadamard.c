@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include "testutil.h"
 #include "../quant/hadamard.h"
+#include "../quant/kvrotate.h"
 
 static float rnd(unsigned *s) { *s = *s * 1103515245u + 12345u; return (float)((*s >> 8) & 0xffff) / 32768.0f - 1.0f; }
 
@@ -55,6 +56,32 @@ START_TEST(test_sizes) {
 }
 END_TEST
 
+// Per-token key groups smaller than head_dim: keys (and their queries) go to the seed's
+// rotate-half order, so the first group of 32 at head_dim 64 holds channels 0, 2, ..., 62 (the
+// first element of every RoPE pair). Scores are unchanged, values untouched.
+START_TEST(test_seed_channel_order) {
+    KVSpec s;
+    build_kvspec_uniform(&s, 1, 1, 64, 4, 4);
+    float q[2][64], k[64], v[64], q0[2][64], k0[64];
+    for (int c = 0; c < 64; c++) { k[c] = k0[c] = (float)c; v[c] = (float)-c; q[0][c] = q0[0][c] = 1.0f / (c + 1); q[1][c] = q0[1][c] = c % 3; }
+    kv_transform_qkv(&s, 0, &q[0][0], k, v, 1, 2);                       // G = -1: nothing to do
+    ck_assert(!kv_layer_transforms(&s, 0) && k[1] == 1.0f);
+    s.group = 32;
+    ck_assert(kv_keys_rotate_half(&s) && kv_layer_transforms(&s, 0));
+    kv_transform_qkv(&s, 0, &q[0][0], k, v, 1, 2);
+    for (int c = 0; c < 32; c++) { ck_assert_float_eq(k[c], 2.0f * c); ck_assert_float_eq(k[32 + c], 2.0f * c + 1); }
+    for (int c = 0; c < 64; c++) ck_assert_float_eq(v[c], (float)-c);
+    for (int h = 0; h < 2; h++) {
+        double a = 0, b = 0;
+        for (int c = 0; c < 64; c++) { a += (double)q0[h][c] * k0[c]; b += (double)q[h][c] * k[c]; }
+        ck_assert_msg(fabs(a - b) < 1e-9 * fabs(a), "head %d: q.k %g became %g", h, a, b);
+    }
+    s.key_axis = KEY_AXIS_CHANNEL;                                       // KIVI keys: no reordering
+    ck_assert(!kv_keys_rotate_half(&s));
+    free_kvspec(&s);
+}
+END_TEST
+
 static Suite *hadamard_suite(void) {
     Suite *s = suite_create("hadamard");
     TCase *tc = tcase_create("core");
@@ -62,6 +89,7 @@ static Suite *hadamard_suite(void) {
     tcase_add_test(tc, test_orthonormal);
     tcase_add_test(tc, test_spreads_an_outlier);
     tcase_add_test(tc, test_sizes);
+    tcase_add_test(tc, test_seed_channel_order);
     suite_add_tcase(s, tc);
     return s;
 }

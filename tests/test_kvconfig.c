@@ -146,6 +146,8 @@ START_TEST(test_bad_files) {
         { "empty.yaml", "# nothing\n", "empty config" },
         { "bad.json", "{\"0\": {\"nbits_key\": 8,}}", "malformed JSON" },
         { "dup.json", "{\"0\": {\"nbits_key\": 8, \"nbits_key\": 4}}", "duplicate key 'nbits_key'" },
+        { "bad_rotate.yaml", "0:\n  nbits_key: 8\n  nbits_value: 4\n  rotate: yes\n1:\n  nbits_key: 8\n  nbits_value: 4\n", "layer 0 (line 4): rotate is 'yes', not true or false" },
+        { "head_rotate.yaml", "0:\n  0:\n    nbits_key: 8\n    nbits_value: 4\n    rotate: true\n  1:\n    nbits_key: 8\n    nbits_value: 4\n1:\n  nbits_key: 8\n  nbits_value: 4\n", "layer 0 kv head 0 (line 2): unknown key 'rotate'" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         FileCase fc = { write_tmp(cases[i][0], cases[i][1]), 2, 2 };
@@ -165,6 +167,32 @@ START_TEST(test_bad_files) {
     }
     FileCase missing = { "/nonexistent/kv.yaml", 2, 2 };
     expect_fatal(load_into_shape, &missing, "/nonexistent/kv.yaml");
+}
+END_TEST
+
+// `rotate: true` per layer, beside a pair or beside the heads, in YAML and JSON: only the layers
+// that say so are rotated, and a file that says it nowhere leaves the spec without a rotate array.
+START_TEST(test_rotate_in_files) {
+    static const char *files[][2] = {
+        { "rot.yaml", "0:\n  nbits_key: 4\n  nbits_value: 4\n  rotate: false\n1:\n  rotate: true\n  0:\n    nbits_key: 4\n    nbits_value: 2\n  1:\n    nbits_key: 8\n    nbits_value: 4\n" },
+        { "rot.json", "{\"0\": {\"nbits_key\": 4, \"nbits_value\": 4}, \"1\": {\"nbits_key\": 4, \"nbits_value\": 2, \"rotate\": true}}" },
+    };
+    for (int i = 0; i < 2; i++) {
+        KVSpec s;
+        build_kvspec_uniform(&s, 2, 2, 64, 16, 16);
+        load_kvconfig(&s, write_tmp(files[i][0], files[i][1]));
+        ck_assert_ptr_nonnull(s.rotate);
+        ck_assert_int_eq(s.rotate[0], 0);
+        ck_assert_int_eq(s.rotate[1], 1);
+        ck_assert_int_eq(s.bits[2].v_bits, 2);
+        kvspec_validate(&s, "test");
+        free_kvspec(&s);
+    }
+    KVSpec s;
+    build_kvspec_uniform(&s, 2, 2, 64, 16, 16);
+    load_kvconfig(&s, write_tmp("norot.yaml", "0:\n  nbits_key: 8\n  nbits_value: 4\n1:\n  nbits_key: 8\n  nbits_value: 4\n"));
+    ck_assert_ptr_null(s.rotate);
+    free_kvspec(&s);
 }
 END_TEST
 
@@ -220,6 +248,12 @@ START_TEST(test_options) {
     spec_from_args(&s, axis);
     ck_assert(s.bits[0].k_bits == 2 && s.bits[0].v_bits == 8 && s.key_axis == KEY_AXIS_TOKEN && s.group == 32);
     free_kvspec(&s);
+    ck_assert_ptr_null(s.rotate);                                 // no rotation unless asked
+    const char *rot[] = { "--kv", "kv4", "--kv-rotate", NULL };
+    spec_from_args(&s, rot);
+    ck_assert_ptr_nonnull(s.rotate);
+    ck_assert(s.rotate[0] == 1 && s.rotate[29] == 1);
+    free_kvspec(&s);
     char cfg[512];
     snprintf(cfg, sizeof cfg, "%s", write_tmp("shape30.json", "{}"));
     {   // a 30-layer, 3-head per-layer config written here
@@ -271,6 +305,7 @@ static Suite *kvconfig_suite(void) {
     tcase_add_test(tc, test_presets_refused_default_model);
     tcase_add_test(tc, test_run_refuses_8b_preset);
     tcase_add_test(tc, test_bad_files);
+    tcase_add_test(tc, test_rotate_in_files);
     tcase_add_test(tc, test_options);
     tcase_add_test(tc, test_bad_options);
     suite_add_tcase(s, tc);

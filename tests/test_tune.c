@@ -50,7 +50,7 @@ START_TEST(test_pieces_match_runtime) {
     KVCache *c16 = build_kvcache(&sp16, n);
     float *o = xmalloc((size_t)n * c->n_heads * c->head_dim * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) {
-        tune_layer_attention(&m, &g, (KVBits){16, 16}, &r, l, s.att, o);
+        tune_layer_attention(&m, &g, (KVBits){16, 16}, &r, l, o);
         double kl16 = tune_tail_kl(&m, &s, c16, &r, l, o, 1);
         ck_assert_msg(kl16 < 1e-7, "layer %d unquantized: KL %g", l, kl16);
     }
@@ -59,7 +59,7 @@ START_TEST(test_pieces_match_runtime) {
     double *want = xmalloc((size_t)c->n_layers * sizeof(double));
     eval_layer_kl(&m, &q2, ids, n, 16, 0, want);
     for (int l = 0; l < c->n_layers; l++) {
-        tune_layer_attention(&m, &g, (KVBits){2, 4}, &r, l, s.att, o);
+        tune_layer_attention(&m, &g, (KVBits){2, 4}, &r, l, o);
         double kl = tune_tail_kl(&m, &s, c16, &r, l, o, 1);
         double kl3 = tune_tail_kl(&m, &s, c16, &r, l, o, 3);         // positions 0, 3, ..., 45
         ck_assert(kl3 > 0 && fabs(kl3 - kl) < 0.5 * kl);             // same order as the full mean

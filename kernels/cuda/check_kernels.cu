@@ -1,12 +1,13 @@
 // check_kernels.cu: the CUDA kernel harness (`make cuda-check`), in llm.c's manner: every
 // kernel runs on random inputs, is checked against the project's CPU code (kernels/kernels.c,
-// quant/kvcache.c, kernels/attention.c) with a stated tolerance, and is timed in a loop that
+// quant/kvcache.c, kernels/attention.h) with a stated tolerance, and is timed in a loop that
 // reports the memory bandwidth it achieves (bytes it must read and write / time).
 // Without a CUDA device it prints "skipped: ..." and exits 0; a failed check exits 1.
 #include "kvcache_cuda.h"
 extern "C" {
 #include "../../kernels/kernels.h"
 #include "../../quant/kvstore.h"
+#include "../../kernels/attention.h"
 #include "cuda.h"
 }
 #include <math.h>
@@ -291,9 +292,9 @@ static void check_cache(const CacheCase *cc) {
 
     // attention over the cache the CPU filled (uploaded), for the last layer
     float *q = (float *)xmalloc((size_t)n_heads * hd * 4), *ref = (float *)xmalloc((size_t)n_heads * hd * 4);
-    float *got = (float *)xmalloc((size_t)n_heads * hd * 4), *att = (float *)xmalloc((size_t)n_heads * cap * 4);
+    float *got = (float *)xmalloc((size_t)n_heads * hd * 4);
     fill(q, (size_t)n_heads * hd, 1.0f);
-    kvcache_attention(cpu, layers - 1, q, n_heads, ref, att);
+    attention_query(cpu, layers - 1, q, n_heads, ref, ATTN_REFERENCE);
     cuda_kvcache_from_host(gpu, cpu);
     AttnScratch scr;
     build_attn_scratch(&scr, n_heads, hd);
@@ -304,7 +305,7 @@ static void check_cache(const CacheCase *cc) {
     // fp32 sums in another order; the dequantized values themselves are identical
     report("attention", cfg, max_rel(got, ref, (size_t)n_heads * hd), 1e-4, 0.0, 0.0);
     free_attn_scratch(&scr);
-    cudaFree(dq); cudaFree(dout); free(q); free(ref); free(got); free(att); free(k); free(v);
+    cudaFree(dq); cudaFree(dout); free(q); free(ref); free(got); free(k); free(v);
     free_cuda_kvcache(gpu); free_kvcache(cpu); free_kvcache(back); free_kvspec(&spec);
 }
 

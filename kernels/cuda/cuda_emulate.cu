@@ -3,11 +3,14 @@
 // state, so running their item functions in a loop is exactly what the grid does; the
 // attention kernel's per-token functions (key_scores, value_at) run inside a host copy of
 // its chunk / softmax / combine structure. Both are checked against the CPU cache
-// (quant/kvcache.c: byte-identical contents) and the CPU attention (kernels/attention.c).
+// (quant/kvcache.c: byte-identical contents) and the reference attention (kernels/attention_ref.c).
 // What this cannot check — launch configuration, shared memory, warp reductions — is left
 // to `make cuda-check` on a GPU.
 #include "kvcache_cuda.cu"
 #include "attention_cuda.cu"
+extern "C" {
+#include "../../kernels/attention.h"
+}
 #include <math.h>
 #include <stdio.h>
 
@@ -68,7 +71,7 @@ static void emu_to_host(const CudaKVCache *c, KVCache *h) {
         for (int i = 0; i < sp->n_kv_heads * 2; i++) {
             const DevStream *d = &c->streams[(int64_t)l * sp->n_kv_heads * 2 + i];
             KVStream *s = &h->streams[(int64_t)l * sp->n_kv_heads * 2 + i];
-            int64_t nq = s->n_quant = stream_n_quant(d, len, sp->sink, sp->residual);
+            int64_t nq = stream_n_quant(d, len, sp->sink, sp->residual);
             int64_t rows = d->bits == 16 ? len : (sp->sink + sp->residual < len ? sp->sink + sp->residual : len);
             int64_t g = d->bits == 16 ? 0 : groups_in_use(d, nq, hd);
             memcpy(s->fp16, d->fp16, (size_t)(rows * hd * 2));
@@ -162,14 +165,14 @@ static void run_case(const Case *cs) {
             t += n;
             // attention at this length, as decode would see it
             float *q = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4), *a = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4);
-            float *b = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4), *att = (float *)xmalloc((size_t)cs->n_heads * 400 * 4);
+            float *b = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4);
             for (int x = 0; x < cs->n_heads * cs->hd; x++) q[x] = frand();
-            kvcache_attention(cpu, l, q, cs->n_heads, a, att);
+            attention_query(cpu, l, q, cs->n_heads, a, ATTN_REFERENCE);
             emu_attention(emu, l, q, cs->n_heads, t, b);
             double d = 0, mx = 0;
             for (int x = 0; x < cs->n_heads * cs->hd; x++) { d = fmax(d, fabs((double)a[x] - b[x])); mx = fmax(mx, fabs((double)a[x])); }
             if (!(d / mx <= worst)) worst = d / mx;
-            free(q); free(a); free(b); free(att);
+            free(q); free(a); free(b);
         }
     }
     emu_to_host(emu, back);

@@ -1,5 +1,5 @@
 // kvcache_cuda.cu: the KV cache in GPU memory, quantize-and-append (docs/DESIGN.md §3).
-// Layout and rules are the CPU's (quant/kvstore.h, quant/kvcache.c, quant/quantize.c); the
+// Layout and rules are the CPU's (quant/kvview.h, quant/kvcache.c, quant/quantize.c); the
 // kernels reproduce them bit for bit: values rounded to fp16 first, group min/max and the
 // scale, zero point and codes computed in float64 with round-half-even (rint = nearbyint),
 // scale and offset rounded to fp16 through f32, codes packed little-endian within a byte.
@@ -19,6 +19,7 @@
 extern "C" {
 #include "../../quant/kvstore.h"
 #include "../../quant/quantize.h"
+#include "../../quant/kvrotate.h"
 #include "cuda.h"
 }
 #include <string.h>
@@ -270,12 +271,20 @@ static void stream_sizes(DevStream *s, const KVSpec *sp, int bits, int per_chann
 CudaKVCache *build_cuda_kvcache(const KVSpec *spec, int64_t max_tokens) {
     kvspec_validate(spec, "kv cache");
     if (max_tokens <= 0) fatal("kv cache: max_tokens %lld must be positive", (long long)max_tokens);
+    for (int l = 0; spec->rotate && l < spec->n_layers; l++)
+        if (spec->rotate[l])
+            fatal("--device cuda: the rotated cache (--kv-rotate, rotate: true in a config) is not supported on the CUDA path; "
+                  "run it with --device cpu");
+    if (kv_keys_rotate_half(spec))
+        fatal("--device cuda: per-token key groups smaller than head_dim (grouped in the seed's channel order) are not "
+              "supported on the CUDA path; run them with --device cpu");
     cuda_init();
     CudaKVCache *c = (CudaKVCache *)xcalloc(1, sizeof *c);
     c->spec = *spec;
     int64_t n = (int64_t)spec->n_layers * spec->n_kv_heads;
     c->spec.bits = (KVBits *)xmalloc((size_t)n * sizeof(KVBits));
     memcpy(c->spec.bits, spec->bits, (size_t)n * sizeof(KVBits));
+    c->spec.rotate = NULL;                       // refused above
     c->max_tokens = max_tokens;
     c->len = (int64_t *)xcalloc((size_t)spec->n_layers, sizeof(int64_t));
     c->streams = (DevStream *)xcalloc((size_t)n * 2, sizeof(DevStream));
@@ -370,9 +379,6 @@ static void copy_cache(const CudaKVCache *c, KVCache *h, int to_host) {
             const DevStream *d = &c->streams[(int64_t)l * sp->n_kv_heads * 2 + i];
             KVStream *s = &h->streams[(int64_t)l * sp->n_kv_heads * 2 + i];
             int64_t nq = stream_n_quant(d, len, sp->sink, sp->residual), rows;
-            if (to_host) s->n_quant = nq;
-            else if (s->n_quant != nq) fatal("kv cache copy: layer %d stream %d holds %lld quantized tokens, expected %lld",
-                                             l, i, (long long)s->n_quant, (long long)nq);
             rows = d->bits == 16 ? len : (sp->sink + sp->residual < len ? sp->sink + sp->residual : len);
             int64_t g = d->bits == 16 ? 0 : groups_in_use(d, nq, hd);
             size_t b[3] = { (size_t)(rows * hd * 2), (size_t)(g * d->group_bytes), (size_t)(g * 4) };

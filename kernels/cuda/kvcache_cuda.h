@@ -3,14 +3,15 @@
 // stream of fp16 sink rows, bit-packed groups with an fp16 (scale, offset) pair each, and an
 // fp16 ring window of R rows. Same group order, same bit order, same fp16 rounding, so a
 // cache copied between devices (cuda_kvcache_to_host / _from_host) is the same cache.
-// The number of quantized tokens of a stream is a function of the cache length alone
-// (stream_n_quant), so the device needs no per-stream counters.
+// Where each token is held is a function of the cache length alone (kv_regions, the one
+// definition in quant/kvview.h), so the device needs no per-stream counters.
 #ifndef KVT_KVCACHE_CUDA_H
 #define KVT_KVCACHE_CUDA_H
 
 #include "cuda_common.h"
 extern "C" {
 #include "../../quant/kvcache.h"
+#include "../../quant/kvview.h"
 }
 
 typedef struct {                // one KV head's keys or values of one layer (KVStream's fields)
@@ -37,17 +38,15 @@ struct CudaKVCache {
     int tmp_tokens;
 };
 
-// Quantized tokens of a stream when the cache holds len tokens (quant/kvcache.c's n_quant).
+// Quantized tokens of a stream when the cache holds len tokens (kv_regions).
 __host__ __device__ static inline int64_t stream_n_quant(const DevStream *s, int64_t len, int64_t S, int64_t R) {
-    if (s->bits == 16 || len <= S) return 0;
-    if (s->per_channel) return (len - S) / R * R;
-    return len - S > R ? len - S - R : 0;
+    KVRegions r = kv_regions(s->bits, s->per_channel, len, S, R);
+    return r.quant_end - r.sink_end;
 }
 
-// Row of token t in the stream's fp16 array (kv_fp16_row): all rows, sinks, or the ring.
+// Row of token t in the stream's fp16 array (kv_row): all rows, sinks, or the ring.
 __host__ __device__ static inline int64_t fp16_row(const DevStream *s, int64_t t, int64_t S, int64_t R) {
-    if (s->bits == 16 || t < S) return t;
-    return S + (t - S) % R;
+    return kv_row(s->bits, t, S, R);
 }
 
 // Append n tokens to `layer`: k, v are device arrays [n][n_kv_heads * head_dim] (f32, RoPE

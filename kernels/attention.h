@@ -1,0 +1,58 @@
+// attention.h: attention of query positions over one layer of the (quantized) KV cache,
+// softmax(q·K̂ᵀ/√d)·V̂ for every query head, where K̂ and V̂ are the cache's fp16 rows and
+// dequantized groups x̂ = u·s + m (quant/kvview.h says where each token is held).
+//
+// Two implementations of the same function:
+//   reference  kernels/attention_ref.c: one query head, token by token, in plain C. Read it
+//              first; it is the tests' oracle and `./run --attention reference` runs it.
+//   fast       kernels/attention.c (and kernels/attention_avx2.c): scores and weighted values
+//              computed on the packed codes without dequantizing them, the query rounded to
+//              16-bit integers for integer dot products, split over threads in 128-token
+//              chunks. It agrees with the reference within ATTN_TOLERANCE.
+#ifndef KVT_ATTENTION_H
+#define KVT_ATTENTION_H
+
+#include "../quant/kvcache.h"
+#include "../quant/kvview.h"
+
+typedef enum {
+    ATTN_FAST = 0,          // the fast path, in the best variant this CPU runs (the default)
+    ATTN_REFERENCE = 1,     // kernels/attention_ref.c
+    ATTN_FAST_PORTABLE = 2, // the fast path's plain C variant
+    ATTN_FAST_AVX2 = 3,     // the fast path's AVX2 + FMA + F16C variant (x86-64)
+} AttnImpl;
+
+// How far the fast path may be from the reference, per output element of a head:
+// |fast − reference| <= ATTN_TOLERANCE · max |v̂| over the values that head attends to. Its
+// own rounding (the 16-bit query, 2⁻¹⁶ of the largest query element; float sums in another
+// order) is far below the fp16 rounding every cached value already carries (2⁻¹¹).
+#define ATTN_TOLERANCE 1e-3f
+
+// One layer's attention step for n consecutive positions (a prompt block, or one decode token).
+typedef struct {
+    const float *q;         // [n][n_heads * head_dim], RoPE applied
+    const float *k, *v;     // [n][n_kv_heads * head_dim]: the positions' own keys and values
+    float *out;             // [n][n_heads * head_dim]
+    int n;                  // positions
+    int n_heads;            // query heads, a multiple of the cache's KV heads (GQA)
+} AttnRows;
+
+// Position by position, in order: append its k and v to `layer` of the cache, then attend
+// with its q over every cached token (docs/DESIGN.md §3). A batch of positions gives exactly
+// the cache and the outputs that one call per position gives.
+void attention_layer(KVCache *c, int layer, const AttnRows *x, AttnImpl impl);
+
+// One query position over `layer` as the cache holds it (nothing appended):
+// q, out [n_heads * head_dim].
+void attention_query(const KVCache *c, int layer, const float *q, int n_heads, float *out, AttnImpl impl);
+
+// The reference for one query head q [head_dim] over every token of one KV head's key and
+// value streams: out [head_dim] (kernels/attention_ref.c).
+void attention_ref_head(const KVStreamView *k, const KVStreamView *v, const float *q, float *out);
+
+// 1 if this machine runs `impl` (ATTN_FAST_AVX2 needs AVX2, FMA and F16C).
+int attention_available(AttnImpl impl);
+// "reference", "fast (avx2)", "fast (portable)": what `impl` runs on this machine.
+const char *attention_name(AttnImpl impl);
+
+#endif

@@ -1,0 +1,509 @@
+// attention_avx2.c: the inner loops of the fast attention for AVX2 + FMA + F16C, the same
+// arithmetic as the plain C loops at the end of kernels/attention.c (read those first);
+// kernels/attention.c picks this table at run time when the CPU has the instructions.
+//
+// Key codes are widened to 16-bit lanes and multiplied with the int16 query by vpmaddwd
+// (_mm256_madd_epi16: 16 products, summed in pairs into 8 int32 lanes). Unpacking 4- and 2-bit
+// codes is cheapest if the lanes are not in channel order: 4-bit codes come out even channels
+// first, then odd (lane_code below); the query is put in the same order once per call, and the
+// dot product does not care about the order. Value codes are converted to float and weighted
+// with FMA (their weights, p·s, are probabilities that need float range).
+//
+// Shapes: head_dim a multiple of 32 up to 256, and groups of 32·k channels (per token) or tokens (per
+// channel, KIVI). Other shapes go to the plain C loops.
+#include "attention_kernels.h"
+
+#ifdef KVT_ATTN_AVX2
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline))
+// Loops over the (at most 4) heads of a set are unrolled, so that their accumulators stay in registers.
+#define HEADS _Pragma("GCC unroll 4")
+
+enum { HD_MAX = 256 };     // (fixed-size buffers below; Llama-3 has 128)
+static int simd_shape(const KVStreamView *s) {
+    return s->head_dim % 32 == 0 && s->head_dim <= HD_MAX && s->group % 32 == 0;
+}
+
+// ---- unpacking codes ----------------------------------------------------------------------
+
+// Which code of a 32-code slice (32 consecutive codes of a group) sits in 16-bit lane l of the
+// two vectors codes32 makes: a byte holds 8/bits codes and the lanes take them byte by byte,
+// so lanes 0..(32/per_byte - 1) hold each byte's first code, the next lanes its second, ...
+static int lane_code(int bits, int l) {
+    int per_byte = 8 / bits, per_set = 32 / per_byte;
+    return (l % per_set) * per_byte + l / per_set;
+}
+
+// The 32 codes of the slice at p as int16: lanes 0..15 in *lo, 16..31 in *hi (lane_code order).
+AVX2 INLINE void codes32(const uint8_t *p, int bits, __m256i *lo, __m256i *hi) {
+    if (bits == 8) {
+        *lo = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+        *hi = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 16)));
+    } else if (bits == 4) {
+        __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));   // 16 bytes, 2 codes each
+        *lo = _mm256_and_si256(w, _mm256_set1_epi16(15));
+        *hi = _mm256_srli_epi16(w, 4);
+    } else {
+        __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p)), m = _mm_set1_epi16(3);   // 8 bytes, 4 codes each
+        *lo = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(w, 2), m), _mm_and_si128(w, m));
+        *hi = _mm256_set_m128i(_mm_srli_epi16(w, 6), _mm_and_si128(_mm_srli_epi16(w, 4), m));
+    }
+}
+
+// 16 codes of a token (channels [16σ, 16σ + 16) of a group, starting at byte p) as floats:
+// f0 and f1 hold 8 channels each. 4-bit: f0 the even channels, f1 the odd (unzip16 restores
+// the order); 8- and 2-bit: channels in order.
+AVX2 INLINE void codes16_ps(const uint8_t *p, int bits, __m256 *f0, __m256 *f1) {
+    if (bits == 8) {
+        *f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+        *f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
+    } else if (bits == 4) {
+        __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));   // 8 bytes
+        *f0 = _mm256_cvtepi32_ps(_mm256_and_si256(x, _mm256_set1_epi32(15)));
+        *f1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(x, 4));
+    } else {
+        uint32_t word;                                   // 16 codes of 2 bits: code l at bits 2l
+        memcpy(&word, p, 4);
+        __m256i x = _mm256_set1_epi32((int)word), m = _mm256_set1_epi32(3);
+        *f0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), m));
+        *f1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(x, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30)), m));
+    }
+}
+
+// Sums of 4 vectors: [Σa, Σb, Σc, Σd].
+AVX2 INLINE __m128i hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+}
+AVX2 INLINE __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 x = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+}
+
+// The fp16 (scale, offset) pair of group gi as floats [s, m, 0, 0].
+AVX2 INLINE __m128 scale_offset(const uint16_t *sm, int64_t gi) {
+    int32_t pair;
+    memcpy(&pair, sm + 2 * gi, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(pair));
+}
+
+// Store lanes h < nh of x to s[(h0 + h) * ATTN_CHUNK + j].
+AVX2 INLINE void store_heads(__m128 x, float *s, int64_t j, int nh) {
+    float v[4];
+    _mm_storeu_ps(v, x);
+    HEADS for (int h = 0; h < nh; h++) s[h * ATTN_CHUNK + j] = v[h];
+}
+
+// ---- keys ------------------------------------------------------------------------------------
+
+// The arguments of one head set's key loop: heads h0 .. h0 + nh - 1 (nh <= 4) of q.
+typedef struct {
+    const Query *q;
+    const KVStreamView *k;
+    int64_t t, n;
+    float *s;                // s[(h - h0) * ATTN_CHUNK + j] for token t + j
+    const int16_t *qs;       // per-token keys: [hd / 32][nh][32] the set's q16, slice by slice, in lane_code order
+    int h0;
+} KeyArgs;
+
+// The int32 dot products of the nh heads' query slices qs ([ns][nh][32]) with the ns code
+// slices of one token from byte u: [h0, h1, h2, h3].
+AVX2 INLINE __m128i token_dots(const int16_t *qs, const uint8_t *u, int ns, const int nh, const int bits) {
+    __m256i acc[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256() };
+    for (int sl = 0; sl < ns; sl++, u += 4 * bits, qs += 32 * nh) {
+        __m256i lo, hi;
+        codes32(u, bits, &lo, &hi);
+        HEADS for (int h = 0; h < nh; h++) {
+            __m256i p = _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)(qs + 32 * h)));
+            p = _mm256_add_epi32(p, _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(qs + 32 * h + 16))));
+            acc[h] = _mm256_add_epi32(acc[h], p);
+        }
+    }
+    return hsum4_epi32(acc[0], acc[1], acc[2], acc[3]);
+}
+
+// Per-token keys: score = s·alpha·dot + m·Σq per group. One group per token (the pertoken
+// preset): four tokens at a time, their dots transposed to [head][token] so that the scales
+// apply to four tokens at once and each head's four scores are one store.
+AVX2 INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
+    const KVStreamView *k = a->k;
+    int hd = a->q->hd, G = k->group, gpt = k->groups_per_token, ns = G / 32;
+    int64_t tb = (int64_t)hd * bits / 8, j = 0;              // bytes per token
+    const uint8_t *u = k->codes + (a->t - k->sink) * gpt * k->group_bytes;
+    const uint16_t *sm = k->sm + 2 * (a->t - k->sink) * gpt;
+    float al[4] = { 0 }, gs[4 * HD_MAX / 32] = { 0 };
+    HEADS for (int h = 0; h < nh; h++) {
+        al[h] = a->q->alpha[a->h0 + h];
+        for (int g = 0; g < gpt; g++) gs[4 * g + h] = a->q->gsum[(a->h0 + h) * hd + g];
+    }
+    __m128 alpha = _mm_loadu_ps(al);
+    if (gpt == 1)
+        for (; j + 4 <= a->n; j += 4, u += 4 * tb, sm += 8) {
+            __m128 d0 = _mm_cvtepi32_ps(token_dots(a->qs, u, ns, nh, bits));
+            __m128 d1 = _mm_cvtepi32_ps(token_dots(a->qs, u + tb, ns, nh, bits));
+            __m128 d2 = _mm_cvtepi32_ps(token_dots(a->qs, u + 2 * tb, ns, nh, bits));
+            __m128 d3 = _mm_cvtepi32_ps(token_dots(a->qs, u + 3 * tb, ns, nh, bits));
+            _MM_TRANSPOSE4_PS(d0, d1, d2, d3);                  // d_h = head h's dots of the 4 tokens
+            __m256 smv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sm));   // s0 m0 s1 m1 ..
+            __m128 lo = _mm256_castps256_ps128(smv), hi = _mm256_extractf128_ps(smv, 1);
+            __m128 sc = _mm_shuffle_ps(lo, hi, 0x88), m = _mm_shuffle_ps(lo, hi, 0xdd);
+            __m128 d[4] = { d0, d1, d2, d3 };
+            HEADS for (int h = 0; h < nh; h++) {
+                __m128 r = _mm_mul_ps(m, _mm_set1_ps(gs[h]));
+                r = _mm_fmadd_ps(d[h], _mm_mul_ps(sc, _mm_set1_ps(al[h])), r);
+                _mm_storeu_ps(a->s + h * ATTN_CHUNK + j, r);
+            }
+        }
+    for (; j < a->n; j++, u += tb, sm += 2 * gpt) {          // the rest, and several groups per token
+        __m128 score = _mm_setzero_ps();
+        for (int g = 0; g < gpt; g++) {
+            __m128 dot = _mm_cvtepi32_ps(token_dots(a->qs + g * ns * 32 * nh, u + g * k->group_bytes, ns, nh, bits));
+            __m128 smv = scale_offset(sm, g);
+            __m128 sa = _mm_mul_ps(_mm_shuffle_ps(smv, smv, 0x00), alpha), m = _mm_shuffle_ps(smv, smv, 0x55);
+            score = _mm_fmadd_ps(dot, sa, _mm_fmadd_ps(m, _mm_loadu_ps(gs + 4 * g), score));
+        }
+        store_heads(score, a->s, j, nh);
+    }
+}
+
+// 32 tokens in lanes per channel pair: the token (within a 32-token slice) in int32 lane i
+// of the vectors key_block_half makes for half `half` — vpunpcklwd/hwd of two 16-lane code
+// vectors pair lanes {0-3, 8-11} and {4-7, 12-15}.
+static int half_token(int bits, int half, int i) {
+    static const int lane[16] = { 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15 };
+    return lane_code(bits, 16 * half + lane[i]);
+}
+
+// Per-channel (KIVI) keys of one 32-token slice of block b, one half of its lanes (16 tokens),
+// for nh heads whose folded int16 queries are qf[h][hd]: int32 dots per token, in half_token order.
+AVX2 INLINE void key_block_half(const KeyArgs *a, const int16_t *qf, int64_t b, int slice, int half,
+                                __m256i dot[4][2], const int nh) {
+    const KVStreamView *k = a->k;
+    int hd = a->q->hd, bits = k->bits;
+    HEADS for (int h = 0; h < nh; h++) dot[h][0] = dot[h][1] = _mm256_setzero_si256();
+    for (int c = 0; c < hd; c += 2) {
+        const uint8_t *p0 = k->codes + (b * hd + c) * k->group_bytes + slice * 4 * bits, *p1 = p0 + k->group_bytes;
+        __m256i x0, x1, y0, y1;
+        codes32(p0, bits, &x0, &x1);
+        codes32(p1, bits, &y0, &y1);
+        __m256i x = half ? x1 : x0, y = half ? y1 : y0;
+        __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);   // (c, c+1) pairs
+        HEADS for (int h = 0; h < nh; h++) {
+            int32_t pair;
+            memcpy(&pair, qf + h * hd + c, 4);
+            __m256i w = _mm256_set1_epi32(pair);
+            dot[h][0] = _mm256_add_epi32(dot[h][0], _mm256_madd_epi16(lo, w));
+            dot[h][1] = _mm256_add_epi32(dot[h][1], _mm256_madd_epi16(hi, w));
+        }
+    }
+}
+
+// Per-channel keys, nh heads: per block, fold the channel scales into the query (q_c·s_c,
+// rounded to int16 with alpha'), and the offsets into a constant (Σ q_c·m_c); then
+// score_j = alpha'·Σ_c q'_c u_cj + constant, 16 tokens at a time.
+AVX2 INLINE void key_blocks(const KeyArgs *a, const int nh) {
+    const KVStreamView *k = a->k;
+    int hd = a->q->hd, G = k->group, bits = k->bits;
+    int16_t qf[4 * HD_MAX];
+    float alpha[4], off[4], sc[HD_MAX], mc[HD_MAX], v[16];
+    for (int64_t b = (a->t - k->sink) / G; k->sink + b * G < a->t + a->n; b++) {
+        int64_t b0 = k->sink + b * G;
+        for (int c = 0; c < hd; c++) {
+            __m128 smv = scale_offset(k->sm, b * hd + c);
+            sc[c] = _mm_cvtss_f32(smv);
+            mc[c] = _mm_cvtss_f32(_mm_shuffle_ps(smv, smv, 0x55));
+        }
+        HEADS for (int h = 0; h < nh; h++) {                      // fold: q'_c = q_c·s_c, and Σ q_c·m_c
+            const float *qh = a->q->q + (a->h0 + h) * hd;
+            __m256 mx = _mm256_setzero_ps(), o = _mm256_setzero_ps();
+            for (int c = 0; c < hd; c += 8) {
+                __m256 x = _mm256_loadu_ps(qh + c), y = _mm256_mul_ps(x, _mm256_loadu_ps(sc + c));
+                mx = _mm256_max_ps(mx, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), y));
+                o = _mm256_fmadd_ps(x, _mm256_loadu_ps(mc + c), o);
+            }
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+            off[h] = _mm_cvtss_f32(hsum4_ps(o, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()));
+            alpha[h] = amax / 32767.0f;
+            __m256 inv = _mm256_set1_ps(amax > 0.0f ? 32767.0f / amax : 0.0f);
+            for (int c = 0; c < hd; c += 16) {
+                __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(qh + c), _mm256_loadu_ps(sc + c)), inv));
+                __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(qh + c + 8), _mm256_loadu_ps(sc + c + 8)), inv));
+                __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xd8);   // packs works per 128-bit lane
+                _mm256_storeu_si256((__m256i *)(qf + h * hd + c), p);
+            }
+        }
+        for (int slice = 0; slice < G / 32; slice++) {
+            int64_t s0 = b0 + 32 * slice;                        // the slice's first token
+            if (s0 + 32 <= a->t || s0 >= a->t + a->n) continue;
+            for (int half = 0; half < 2; half++) {
+                __m256i dot[4][2];
+                key_block_half(a, qf, b, slice, half, dot, nh);
+                HEADS for (int h = 0; h < nh; h++) {
+                    __m256 al = _mm256_set1_ps(alpha[h]), of = _mm256_set1_ps(off[h]);
+                    _mm256_storeu_ps(v, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[h][0]), al, of));
+                    _mm256_storeu_ps(v + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[h][1]), al, of));
+                    for (int i = 0; i < 16; i++) {
+                        int64_t tok = s0 + half_token(bits, half, i);
+                        if (tok >= a->t && tok < a->t + a->n) a->s[h * ATTN_CHUNK + (tok - a->t)] = v[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// One head set: nh and the bit width known at compile time, so that the accumulators stay
+// in registers and the unpacking has no branches.
+#define KEY_CASE(nh) \
+    case nh: \
+        if (pc) key_blocks(a, nh); \
+        else if (a->k->bits == 8) key_tokens(a, nh, 8); \
+        else if (a->k->bits == 4) key_tokens(a, nh, 4); \
+        else key_tokens(a, nh, 2); \
+        break;
+AVX2 static void key_codes_set(const KeyArgs *a, int nh) {
+    int pc = a->k->per_channel;
+    switch (nh) { KEY_CASE(1) KEY_CASE(2) KEY_CASE(3) default: KEY_CASE(4) }
+}
+
+// lane_code as tables: lane l of a 32-code slice holds code perm[bits][l].
+#define P4(x) x, x + 2, x + 4, x + 6
+#define P8(x) P4(x), P4(x + 8)
+#define Q4(x) x, x + 4, x + 8, x + 12
+static const uint8_t lane_perm[9][32] = {
+    [2] = { Q4(0), Q4(16), Q4(1), Q4(17), Q4(2), Q4(18), Q4(3), Q4(19) },
+    [4] = { P8(0), P8(16), P8(1), P8(17) },
+    [8] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31 },
+};
+
+AVX2 static void key_codes_avx2(const Query *q, const KVStreamView *k, int64_t t, int64_t n, float *s) {
+    if (!simd_shape(k)) { attn_portable.key_codes(q, k, t, n, s); return; }
+    int hd = q->hd;
+    for (int h0 = 0; h0 < q->gq; h0 += 4) {
+        int nh = q->gq - h0 < 4 ? q->gq - h0 : 4;
+        int16_t qs[k->per_channel ? 1 : hd * nh];
+        if (!k->per_channel)                                 // the set's query, slice by slice, in lane order
+            for (int sl = 0; sl < hd / 32; sl++)
+                for (int h = 0; h < nh; h++)
+                    for (int l = 0; l < 32; l++)
+                        qs[(sl * nh + h) * 32 + l] = q->q16[(h0 + h) * hd + sl * 32 + lane_perm[k->bits][l]];
+        KeyArgs a = { q, k, t, n, s + h0 * ATTN_CHUNK, qs, h0 };
+        key_codes_set(&a, nh);
+    }
+}
+
+// fp16 key rows: two tokens at a time (eight FMA chains with four heads).
+AVX2 INLINE void key_rows_set(const Query *q, const uint16_t *rows, int64_t n, float *s, int h0, const int nh) {
+    int hd = q->hd;
+    int64_t j = 0;
+    for (; j < n; j += 2) {
+        const uint16_t *r0 = rows + j * hd, *r1 = j + 1 < n ? r0 + hd : r0;
+        __m256 a0[4], a1[4];
+        HEADS for (int h = 0; h < 4; h++) a0[h] = a1[h] = _mm256_setzero_ps();
+        for (int c = 0; c < hd; c += 8) {
+            __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r0 + c)));
+            __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r1 + c)));
+            HEADS for (int h = 0; h < nh; h++) {
+                __m256 qv = _mm256_loadu_ps(q->q + (h0 + h) * hd + c);
+                a0[h] = _mm256_fmadd_ps(x0, qv, a0[h]);
+                a1[h] = _mm256_fmadd_ps(x1, qv, a1[h]);
+            }
+        }
+        store_heads(hsum4_ps(a0[0], a0[1], a0[2], a0[3]), s, j, nh);
+        if (j + 1 < n) store_heads(hsum4_ps(a1[0], a1[1], a1[2], a1[3]), s, j + 1, nh);
+    }
+}
+
+AVX2 static void key_rows_avx2(const Query *q, const uint16_t *rows, int64_t n, float *s) {
+    if (q->hd % 8) { attn_portable.key_rows(q, rows, n, s); return; }
+    for (int h0 = 0; h0 < q->gq; h0 += 4) {
+        float *sh = s + h0 * ATTN_CHUNK;
+        switch (q->gq - h0) {
+        case 1: key_rows_set(q, rows, n, sh, h0, 1); break;
+        case 2: key_rows_set(q, rows, n, sh, h0, 2); break;
+        case 3: key_rows_set(q, rows, n, sh, h0, 3); break;
+        default: key_rows_set(q, rows, n, sh, h0, 4); break;
+        }
+    }
+}
+
+// ---- softmax -------------------------------------------------------------------------------
+
+// attn_exp (attention_kernels.h), 8 at a time, with FMA.
+AVX2 INLINE __m256 exp8(__m256 x) {
+    __m256 valid = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_MIN), _CMP_GE_OQ);
+    x = _mm256_max_ps(x, _mm256_set1_ps(EXP_MIN));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), valid);
+}
+
+// Each head's row is padded with -inf to a multiple of 8 (the rows are ATTN_CHUNK long), so
+// every element goes through the same vector code; the pad lanes become 0.
+AVX2 static void softmax_avx2(float *s, int gq, int64_t n, float *st) {
+    int64_t n8 = (n + 7) / 8 * 8;
+    for (int h = 0; h < gq; h++) {
+        float *x = s + h * ATTN_CHUNK;
+        for (int64_t j = n; j < n8; j++) x[j] = -INFINITY;
+        __m256 mx = _mm256_set1_ps(-INFINITY), sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n8; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(x + j));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        __m256 m = _mm256_broadcastss_ps(m4);
+        for (int64_t j = 0; j < n8; j += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+            _mm256_storeu_ps(x + j, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        st[2 * h] = _mm_cvtss_f32(m4);
+        st[2 * h + 1] = _mm_cvtss_f32(hsum4_ps(sum, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()));
+    }
+}
+
+// ---- values --------------------------------------------------------------------------------
+
+// o[0..16) += the 16 channels of acc (f0/f1 layout of codes16_ps) and `add`.
+AVX2 INLINE void add16(float *o, __m256 a0, __m256 a1, int unzip, float add) {
+    if (unzip) {                       // a0 even channels, a1 odd: interleave back
+        __m256 lo = _mm256_unpacklo_ps(a0, a1), hi = _mm256_unpackhi_ps(a0, a1);
+        a0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+        a1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+    }
+    __m256 c = _mm256_set1_ps(add);
+    _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), _mm256_add_ps(a0, c)));
+    _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_loadu_ps(o + 8), _mm256_add_ps(a1, c)));
+}
+
+// The arguments of one head set's value loop.
+typedef struct {
+    const KVStreamView *v;
+    int64_t t, n, ld;        // tokens [t, t + n); ld: the rows of w (n rounded up)
+    float *o;                // o[h * hd + c], heads h0..
+    const float *w;          // w[(h·gpt + g)·ld + j] = p_hj·s_jg, heads h0..
+    const float *moff;       // moff[h·gpt + g] = Σ_j p_hj·m_jg
+} ValueArgs;
+
+// Per-token value codes, nh heads: per 16-channel slice, o += Σ_j (p_j s_j) u_j over the
+// tokens (two accumulators per head), then the offsets Σ_j p_j m_j.
+AVX2 INLINE void value_tokens(const ValueArgs *a, const int nh, const int bits) {
+    const KVStreamView *v = a->v;
+    int hd = v->head_dim, G = v->group, gpt = v->groups_per_token;
+    int64_t tb = (int64_t)hd * bits / 8, n = a->n;              // bytes per token
+    const uint8_t *u0 = v->codes + (a->t - v->sink) * gpt * v->group_bytes;
+    for (int c = 0; c < hd; c += 16) {
+        int g = c / G;
+        const float *w[4];
+        HEADS for (int h = 0; h < nh; h++) w[h] = a->w + ((int64_t)h * gpt + g) * a->ld;
+        const uint8_t *u = u0 + c * bits / 8;
+        __m256 acc[4][2];
+        HEADS for (int h = 0; h < 4; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++, u += tb) {
+            __m256 f0, f1;
+            codes16_ps(u, bits, &f0, &f1);
+            HEADS for (int h = 0; h < nh; h++) {
+                __m256 wv = _mm256_broadcast_ss(w[h] + j);
+                acc[h][0] = _mm256_fmadd_ps(wv, f0, acc[h][0]);
+                acc[h][1] = _mm256_fmadd_ps(wv, f1, acc[h][1]);
+            }
+        }
+        HEADS for (int h = 0; h < nh; h++) add16(a->o + h * hd + c, acc[h][0], acc[h][1], bits == 4, a->moff[h * gpt + g]);
+    }
+}
+
+#define VALUE_CASE(nh) \
+    case nh: \
+        if (v->bits == 8) value_tokens(a, nh, 8); \
+        else if (v->bits == 4) value_tokens(a, nh, 4); \
+        else value_tokens(a, nh, 2); \
+        break;
+AVX2 static void value_codes_set(const ValueArgs *a, int nh) {
+    const KVStreamView *v = a->v;
+    switch (nh) { VALUE_CASE(1) VALUE_CASE(2) VALUE_CASE(3) default: VALUE_CASE(4) }
+}
+
+// o[h] += Σ_j (p_hj s_jg) u_j + p_hj m_jg for quantized tokens [t, t + n): first, 8 tokens at
+// a time, the weights w = p·s per (head, group, token) and the offset sums Σ_j p·m per (head,
+// group); then the codes (value_tokens).
+AVX2 static void value_codes_avx2(const float *p, int gq, const KVStreamView *v, int64_t t, int64_t n, float *o) {
+    if (!simd_shape(v)) { attn_portable.value_codes(p, gq, v, t, n, o); return; }
+    int hd = v->head_dim, gpt = v->groups_per_token;
+    int64_t n8 = (n + 7) / 8 * 8;
+    float w[gq * gpt * n8], moff[gq * gpt];
+    const int *pairs = (const int *)(const void *)v->sm + (t - v->sink) * gpt;   // (s, m) of a group: 32 bits
+    for (int g = 0; g < gpt; g++) {
+        __m256 macc[gq];
+        for (int h = 0; h < gq; h++) macc[h] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n8; j += 8) {
+            __m256i lane = _mm256_add_epi32(_mm256_set1_epi32((int)j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);           // tokens j + lane < n
+            __m256i idx = _mm256_mullo_epi32(_mm256_min_epi32(lane, _mm256_set1_epi32((int)n - 1)), _mm256_set1_epi32(gpt));
+            __m256i sm = _mm256_i32gather_epi32(pairs + g, idx, 4);
+            __m256i h16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_and_si256(sm, _mm256_set1_epi32(0xffff)),
+                                                                       _mm256_srli_epi32(sm, 16)), 0xd8);
+            __m256 sc = _mm256_cvtph_ps(_mm256_castsi256_si128(h16)), m = _mm256_cvtph_ps(_mm256_extracti128_si256(h16, 1));
+            for (int h = 0; h < gq; h++) {
+                __m256 pv = _mm256_maskload_ps(p + h * ATTN_CHUNK + j, live);
+                _mm256_storeu_ps(w + ((int64_t)h * gpt + g) * n8 + j, _mm256_mul_ps(pv, sc));
+                macc[h] = _mm256_fmadd_ps(pv, m, macc[h]);
+            }
+        }
+        for (int h = 0; h < gq; h++)
+            moff[h * gpt + g] = _mm_cvtss_f32(hsum4_ps(macc[h], _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()));
+    }
+    for (int h0 = 0; h0 < gq; h0 += 4) {
+        ValueArgs a = { v, t, n, n8, o + h0 * hd, w + (int64_t)h0 * gpt * n8, moff + h0 * gpt };
+        value_codes_set(&a, gq - h0 < 4 ? gq - h0 : 4);
+    }
+}
+
+// fp16 value rows, nh heads, 16 channels at a time.
+AVX2 INLINE void value_rows_set(const float *p, const uint16_t *rows, int64_t n, int hd, float *o, const int nh) {
+    for (int c = 0; c < hd; c += 16) {
+        __m256 acc[4][2];
+        HEADS for (int h = 0; h < 4; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            __m256 f0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rows + j * hd + c)));
+            __m256 f1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rows + j * hd + c + 8)));
+            HEADS for (int h = 0; h < nh; h++) {
+                __m256 w = _mm256_broadcast_ss(p + h * ATTN_CHUNK + j);
+                acc[h][0] = _mm256_fmadd_ps(w, f0, acc[h][0]);
+                acc[h][1] = _mm256_fmadd_ps(w, f1, acc[h][1]);
+            }
+        }
+        HEADS for (int h = 0; h < nh; h++) add16(o + h * hd + c, acc[h][0], acc[h][1], 0, 0.0f);
+    }
+}
+
+AVX2 static void value_rows_avx2(const float *p, int gq, const uint16_t *rows, int64_t n, int hd, float *o) {
+    if (hd % 16) { attn_portable.value_rows(p, gq, rows, n, hd, o); return; }
+    for (int h0 = 0; h0 < gq; h0 += 4) {
+        const float *ph = p + h0 * ATTN_CHUNK;
+        float *oh = o + h0 * hd;
+        switch (gq - h0) {
+        case 1: value_rows_set(ph, rows, n, hd, oh, 1); break;
+        case 2: value_rows_set(ph, rows, n, hd, oh, 2); break;
+        case 3: value_rows_set(ph, rows, n, hd, oh, 3); break;
+        default: value_rows_set(ph, rows, n, hd, oh, 4); break;
+        }
+    }
+}
+
+const AttnKernels attn_avx2 = { "avx2", key_rows_avx2, key_codes_avx2, softmax_avx2, value_rows_avx2, value_codes_avx2 };
+
+#endif
