@@ -61,6 +61,7 @@ typedef struct {
     uint64_t seed;             // -s
     int64_t ctx;               // --ctx, 0 = the model's, capped to fit memory
     int64_t tokens;            // --tokens (ppl, compare), 0 = the whole text
+    int64_t kl_from;           // --kl-from P (compare): also the mean KL over positions P.. (0 = off)
     int threads;               // --threads, 0 = OpenMP's default
     int verbose;
     KVOptions kv;              // --kv* flags (quant/kvconfig.h)
@@ -83,6 +84,8 @@ static void usage(void) {
         "  -m MODE       generate | chat | tokenize | ppl | compare | tune (default generate)\n"
         "  --ctx N       context length (default: the model's, capped to fit in memory)\n"
         "  --tokens N    ppl/compare: score only the first N tokens of the text\n"
+        "  --kl-from P   compare: also the mean KL over predictions from position P on (the window\n"
+        "                llama-perplexity scores: P = N/2), as a line `kl_from P kl X positions M`\n"
         "  --per-layer   compare: also the KL with only one layer quantized, for each layer\n"
         "                (compare -i PROMPT -n N: greedy continuations of both caches, side by side)\n"
         "  --threads N   OpenMP threads (default: the cores, fewer while the machine is busy)\n"
@@ -143,7 +146,7 @@ static void parse_args(Options *o, int argc, char **argv) {
         if (used > 0) { i += used - 1; continue; }
         // every other flag takes one value
         static const char *valued[] = {"-i", "-f", "-n", "-t", "-p", "-s", "-y", "-m", "--ctx", "--tokens",
-                                       "--threads", "--device", "--attention", NULL};
+                                       "--kl-from", "--threads", "--device", "--attention", NULL};
         int known = 0;
         for (int j = 0; valued[j]; j++) known |= !strcmp(a, valued[j]);
         if (!known) fatal("unknown option '%s' (./run -h lists the options)", a);
@@ -157,6 +160,7 @@ static void parse_args(Options *o, int argc, char **argv) {
         else if (!strcmp(a, "-s")) o->seed = (uint64_t)parse_int("-s", v, 0, INT64_MAX);
         else if (!strcmp(a, "--ctx")) o->ctx = parse_int("--ctx", v, 1, INT32_MAX);
         else if (!strcmp(a, "--tokens")) o->tokens = parse_int("--tokens", v, 2, INT32_MAX);
+        else if (!strcmp(a, "--kl-from")) o->kl_from = parse_int("--kl-from", v, 1, INT32_MAX);
         else if (!strcmp(a, "--threads")) o->threads = (int)parse_int("--threads", v, 1, 4096);
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--attention")) {
@@ -429,6 +433,13 @@ static void compare(const Model *m, const Options *o, const KVSpec *spec, const 
            o->kv_label, st.kl / st.n, st.kl_max, (long long)st.kl_max_pos, 100.0 * st.top1 / st.n,
            eval_ppl_base(&st), o->kv_label, eval_ppl_kv(&st),
            100.0 * (eval_ppl_kv(&st) / eval_ppl_base(&st) - 1.0), (long long)st.n, dt, st.kv_bits_per_elem);
+    if (o->kl_from) {
+        if (o->kl_from >= st.n) fatal("--kl-from %lld: only %lld positions are scored", (long long)o->kl_from, (long long)st.n);
+        double sum = 0;
+        for (int64_t p = o->kl_from; p < st.n; p++) sum += st.kl_at[p];
+        printf("kl_from %lld kl %.8f positions %lld\n", (long long)o->kl_from, sum / (double)(st.n - o->kl_from),
+               (long long)(st.n - o->kl_from));
+    }
     if (o->verbose) eval_print_worst(&m->tokenizer, ids, &st, 10);
     if (o->per_layer) {   // KVTuner's sensitivity step: only layer l at the spec's bits
         double *kl = xmalloc((size_t)m->config.n_layers * sizeof(double));
