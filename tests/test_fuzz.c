@@ -77,8 +77,8 @@ static const struct {
     { "tokenizer_json", "tokenizer_json-hole.json", "", NULL, NULL, NULL },
     // Control characters from the file went into the error line.
     { "kvconfig", "kvconfig-control-key.yaml",
-      "fuzz.yaml: layer 0 (line 1): unknown key '\\x03' (expected nbits_key, nbits_value)",
-      "run", TINY_MODEL " --kv-config {} -i x -n 1", "layer 0 (line 1): unknown key '\\x03' (expected nbits_key, nbits_value)" },
+      "fuzz.yaml: layer 0 (line 1): unknown key '\\x03' (expected nbits_key, nbits_value, rotate)",
+      "run", TINY_MODEL " --kv-config {} -i x -n 1", "layer 0 (line 1): unknown key '\\x03' (expected nbits_key, nbits_value, rotate)" },
     { "kvconfig", "kvconfig-control-duplicate.yaml", "fuzz.yaml: line 3: duplicate key 'a\\x1b[2J'",
       "run", TINY_MODEL " --kv-config {} -i x -n 1", "line 3: duplicate key 'a\\x1b[2J'" },
 };
