@@ -97,8 +97,10 @@ static void refresh_views(Block *b) {
 }
 
 // The query heads q [gq][hd] of one KV head, prepared for its key stream k: scaled by 1/√hd,
-// rounded to int16 (alpha per head) and summed over each key group (the offsets' weight).
-static void prepare_query(Query *q, const float *qf, const KVStreamView *k, float *f, int16_t *i16, float *a) {
+// rounded to int16 (alpha per head), summed over each key group (the offsets' weight), and
+// the int16 copy laid out as the variant's key loop reads it (kern->order_query).
+static void prepare_query(Query *q, const AttnKernels *kern, const float *qf, const KVStreamView *k, float *f,
+                          int16_t *i16, float *a) {
     int hd = q->hd, G = k->per_channel || k->bits == 16 ? hd : k->group;
     float scale = 1.0f / sqrtf((float)hd), *gsum = a + q->gq;
     for (int h = 0; h < q->gq; h++) {
@@ -116,7 +118,11 @@ static void prepare_query(Query *q, const float *qf, const KVStreamView *k, floa
             gsum[h * hd + g] = sum;
         }
     }
-    *q = (Query){ f, i16, a, gsum, q->gq, hd };
+    *q = (Query){ f, i16, a, gsum, NULL, q->gq, hd };
+    if (kern->order_query) {
+        kern->order_query(q, k, i16 + q->gq * hd);
+        q->qk = i16 + q->gq * hd;
+    }
 }
 
 // A block of up to nq queries (query i at q + i·q_stride, [n_kv·gq][hd]) against `layer`;
@@ -138,17 +144,17 @@ static int build_block(Block *b, const KVCache *c, int layer, const float *q, in
     b->part = xmalloc(sizeof(float) * (size_t)nq * n_kv * b->stride * gq * (hd + 2));
     b->stat = b->part + (size_t)nq * n_kv * b->stride * gq * hd;
     refresh_views(b);
-    size_t per = (size_t)gq * hd, nqk = (size_t)nq * n_kv;   // per (query, KV head): q and its int16 copy,
-    float *f = xmalloc(nqk * (per * sizeof(float) + per * sizeof(int16_t) + (gq + per) * sizeof(float)));
-    int16_t *i16 = (int16_t *)(f + nqk * per);                // then alpha and the group sums
-    float *a = (float *)(i16 + nqk * per);
+    size_t per = (size_t)gq * hd, nqk = (size_t)nq * n_kv;   // per (query, KV head): q, its int16 copy
+    float *f = xmalloc(nqk * (per * sizeof(float) + 2 * per * sizeof(int16_t) + (gq + per) * sizeof(float)));
+    int16_t *i16 = (int16_t *)(f + nqk * per);                // twice (as is, ordered), alpha, group sums
+    float *a = (float *)(i16 + 2 * nqk * per);
     b->mem = f;
     for (int i = 0; i < nq; i++)
         for (int kh = 0; kh < n_kv; kh++) {
             size_t j = (size_t)i * n_kv + kh;
             b->query[j].gq = gq; b->query[j].hd = hd;
-            prepare_query(&b->query[j], q + i * q_stride + (int64_t)kh * (int64_t)per, &b->kv[2 * kh], f + j * per,
-                          i16 + j * per, a + j * (gq + per));
+            prepare_query(&b->query[j], b->kern, q + i * q_stride + (int64_t)kh * (int64_t)per, &b->kv[2 * kh],
+                          f + j * per, i16 + 2 * j * per, a + j * (gq + per));
         }
     return nq;
 }
@@ -415,5 +421,5 @@ static void value_codes_portable(const float *p, int gq, const KVStreamView *v, 
     }
 }
 
-const AttnKernels attn_portable = { "portable", key_rows_portable, key_codes_portable, softmax_portable,
+const AttnKernels attn_portable = { "portable", NULL, key_rows_portable, key_codes_portable, softmax_portable,
                                     value_rows_portable, value_codes_portable };
