@@ -237,11 +237,14 @@ static void append_row(KVCache *c, int layer, const AttnRows *x, int j) {
 }
 
 // The block's queries in position order (with x: positions j0.. of x, each appended first).
-// One parallel region: the fixed chunks for all queries and query 0's other chunks share one
-// loop; each later query is one append and one loop; then every (query, head) merges.
+// One parallel region per block. The fixed chunks for all queries and query 0's other chunks
+// share one loop; each later query is one append (after a barrier: the append may rewrite the
+// window the previous query read) and one loop. A decode step (one query) is thus one fork
+// and join per layer with no barrier inside; its merge runs after the join.
 static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
     if (x) { append_row(c, b->layer, x, j0); refresh_views(b); }
     int64_t n_fixed = count_fixed(b);
+    int heads = b->n_kv * b->gq;
     // Threads pay off only with enough to read: below ~1k (token, KV head) rows per query the
     // fork and join cost more than the work. (Results do not depend on it.)
     int par = tokens_of(b, b->nq - 1) * b->n_kv >= 1024;
@@ -255,7 +258,7 @@ static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
             }
             int64_t shared = i == 0 ? n_fixed : 0, upto = chunks_of(tokens_of(b, i)), own = 0;
             for (int kh = 0; kh < b->n_kv; kh++) own += upto - b->fixed[kh];
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(static) nowait
             for (int64_t it = 0; it < shared + own; it++) {
                 int kh;
                 if (it < shared) {
@@ -266,11 +269,17 @@ static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
                     attend_chunk(b, kh, ch, i, i + 1);
                 }
             }
+            if (b->nq > 1) {
+                #pragma omp barrier
+            }
         }
-        int heads = b->n_kv * b->gq;
-        #pragma omp for schedule(static)
-        for (int64_t ih = 0; ih < (int64_t)b->nq * heads; ih++) merge(b, (int)(ih / heads), (int)(ih % heads));
+        if (b->nq > 1) {
+            #pragma omp for schedule(static) nowait
+            for (int64_t ih = 0; ih < (int64_t)b->nq * heads; ih++) merge(b, (int)(ih / heads), (int)(ih % heads));
+        }
     }
+    if (b->nq == 1)
+        for (int hh = 0; hh < heads; hh++) merge(b, 0, hh);
 }
 
 static int query_groups(const KVCache *c, int n_heads) {
