@@ -98,8 +98,10 @@ static void refresh_views(Block *b) {
 }
 
 // The query heads q [gq][hd] of one KV head, prepared for its key stream k: scaled by 1/√hd,
-// rounded to int16 (alpha per head) and summed over each key group (the offsets' weight).
-static void prepare_query(Query *q, const float *qf, const KVStreamView *k, float *f, int16_t *i16, float *a) {
+// rounded to int16 (alpha per head), summed over each key group (the offsets' weight), and
+// the int16 copy laid out as the variant's key loop reads it (kern->order_query).
+static void prepare_query(Query *q, const AttnKernels *kern, const float *qf, const KVStreamView *k, float *f,
+                          int16_t *i16, float *a) {
     int hd = q->hd, G = k->per_channel || k->bits == 16 ? hd : k->group;
     float scale = 1.0f / sqrtf((float)hd), *gsum = a + q->gq;
     for (int h = 0; h < q->gq; h++) {
@@ -117,7 +119,11 @@ static void prepare_query(Query *q, const float *qf, const KVStreamView *k, floa
             gsum[h * hd + g] = sum;
         }
     }
-    *q = (Query){ f, i16, a, gsum, q->gq, hd };
+    *q = (Query){ f, i16, a, gsum, NULL, q->gq, hd };
+    if (kern->order_query) {
+        kern->order_query(q, k, i16 + q->gq * hd);
+        q->qk = i16 + q->gq * hd;
+    }
 }
 
 // A block of up to nq queries (query i at q + i·q_stride, [n_kv·gq][hd]) against `layer`;
@@ -139,17 +145,17 @@ static int build_block(Block *b, const KVCache *c, int layer, const float *q, in
     b->part = xmalloc(sizeof(float) * (size_t)nq * n_kv * b->stride * gq * (hd + 2));
     b->stat = b->part + (size_t)nq * n_kv * b->stride * gq * hd;
     refresh_views(b);
-    size_t per = (size_t)gq * hd, nqk = (size_t)nq * n_kv;   // per (query, KV head): q and its int16 copy,
-    float *f = xmalloc(nqk * (per * sizeof(float) + per * sizeof(int16_t) + (gq + per) * sizeof(float)));
-    int16_t *i16 = (int16_t *)(f + nqk * per);                // then alpha and the group sums
-    float *a = (float *)(i16 + nqk * per);
+    size_t per = (size_t)gq * hd, nqk = (size_t)nq * n_kv;   // per (query, KV head): q, its int16 copy
+    float *f = xmalloc(nqk * (per * sizeof(float) + 2 * per * sizeof(int16_t) + (gq + per) * sizeof(float)));
+    int16_t *i16 = (int16_t *)(f + nqk * per);                // twice (as is, ordered), alpha, group sums
+    float *a = (float *)(i16 + 2 * nqk * per);
     b->mem = f;
     for (int i = 0; i < nq; i++)
         for (int kh = 0; kh < n_kv; kh++) {
             size_t j = (size_t)i * n_kv + kh;
             b->query[j].gq = gq; b->query[j].hd = hd;
-            prepare_query(&b->query[j], q + i * q_stride + (int64_t)kh * (int64_t)per, &b->kv[2 * kh], f + j * per,
-                          i16 + j * per, a + j * (gq + per));
+            prepare_query(&b->query[j], b->kern, q + i * q_stride + (int64_t)kh * (int64_t)per, &b->kv[2 * kh],
+                          f + j * per, i16 + 2 * j * per, a + j * (gq + per));
         }
     return nq;
 }
@@ -232,11 +238,14 @@ static void append_row(KVCache *c, int layer, const AttnRows *x, int j) {
 }
 
 // The block's queries in position order (with x: positions j0.. of x, each appended first).
-// One parallel region: the fixed chunks for all queries and query 0's other chunks share one
-// loop; each later query is one append and one loop; then every (query, head) merges.
+// One parallel region per block. The fixed chunks for all queries and query 0's other chunks
+// share one loop; each later query is one append (after a barrier: the append may rewrite the
+// window the previous query read) and one loop. A decode step (one query) is thus one fork
+// and join per layer with no barrier inside; its merge runs after the join.
 static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
     if (x) { append_row(c, b->layer, x, j0); refresh_views(b); }
     int64_t n_fixed = count_fixed(b);
+    int heads = b->n_kv * b->gq;
     // Threads pay off only with enough to read: below ~1k (token, KV head) rows per query the
     // fork and join cost more than the work. (Results do not depend on it.)
     int par = tokens_of(b, b->nq - 1) * b->n_kv >= 1024;
@@ -250,7 +259,7 @@ static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
             }
             int64_t shared = i == 0 ? n_fixed : 0, upto = chunks_of(tokens_of(b, i)), own = 0;
             for (int kh = 0; kh < b->n_kv; kh++) own += upto - b->fixed[kh];
-            #pragma omp for schedule(static)
+            #pragma omp for schedule(static) nowait
             for (int64_t it = 0; it < shared + own; it++) {
                 int kh;
                 if (it < shared) {
@@ -261,11 +270,17 @@ static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
                     attend_chunk(b, kh, ch, i, i + 1);
                 }
             }
+            if (b->nq > 1) {
+                #pragma omp barrier
+            }
         }
-        int heads = b->n_kv * b->gq;
-        #pragma omp for schedule(static)
-        for (int64_t ih = 0; ih < (int64_t)b->nq * heads; ih++) merge(b, (int)(ih / heads), (int)(ih % heads));
+        if (b->nq > 1) {
+            #pragma omp for schedule(static) nowait
+            for (int64_t ih = 0; ih < (int64_t)b->nq * heads; ih++) merge(b, (int)(ih / heads), (int)(ih % heads));
+        }
     }
+    if (b->nq == 1)
+        for (int hh = 0; hh < heads; hh++) merge(b, 0, hh);
 }
 
 static int query_groups(const KVCache *c, int n_heads) {
@@ -434,5 +449,5 @@ static void value_codes_portable(const float *p, int gq, const KVStreamView *v, 
     }
 }
 
-const AttnKernels attn_portable = { "portable", key_rows_portable, key_codes_portable, softmax_portable,
+const AttnKernels attn_portable = { "portable", NULL, key_rows_portable, key_codes_portable, softmax_portable,
                                     value_rows_portable, value_codes_portable };

@@ -5,9 +5,11 @@
 // Key codes are widened to 16-bit lanes and multiplied with the int16 query by vpmaddwd
 // (_mm256_madd_epi16: 16 products, summed in pairs into 8 int32 lanes). Unpacking 4- and 2-bit
 // codes is cheapest if the lanes are not in channel order: 4-bit codes come out even channels
-// first, then odd (lane_code below); the query is put in the same order once per call, and the
-// dot product does not care about the order. Value codes are converted to float and weighted
-// with FMA (their weights, p·s, are probabilities that need float range).
+// first, then odd (lane_perm below); the query is put in the same order once (order_query), and
+// a dot product does not care about the order. KIVI keys hold one channel of 32 tokens per
+// group, so there the lanes are tokens and vpmaddwd pairs two channels. Value codes are
+// converted to float and weighted with FMA: their weights p·s are probabilities, whose range
+// needs floats.
 //
 // Shapes: head_dim a multiple of 32 up to 256, and groups of 32·k channels (per token) or tokens (per
 // channel, KIVI). Other shapes go to the plain C loops.
@@ -30,32 +32,33 @@ static int simd_shape(const KVStreamView *s) {
 
 // ---- unpacking codes ----------------------------------------------------------------------
 
-// Which code of a 32-code slice (32 consecutive codes of a group) sits in 16-bit lane l of the
-// two vectors codes32 makes: a byte holds 8/bits codes and the lanes take them byte by byte,
-// so lanes 0..(32/per_byte - 1) hold each byte's first code, the next lanes its second, ...
-static int lane_code(int bits, int l) {
-    int per_byte = 8 / bits, per_set = 32 / per_byte;
-    return (l % per_set) * per_byte + l / per_set;
-}
+// A slice is 32 consecutive codes of a group, unpacked into two vectors of 16 int16 lanes
+// (codes16 with half 0 and 1). A byte holds 8/bits codes and the lanes take them byte by
+// byte, so lane l holds code lane_perm[bits][l]: 8-bit codes in order, 4-bit ones the even
+// codes then the odd, 2-bit ones every fourth code from 0, then from 1, 2 and 3.
+#define P4(x) x, x + 2, x + 4, x + 6
+#define P8(x) P4(x), P4(x + 8)
+#define Q4(x) x, x + 4, x + 8, x + 12
+static const uint8_t lane_perm[9][32] = {
+    [2] = { Q4(0), Q4(16), Q4(1), Q4(17), Q4(2), Q4(18), Q4(3), Q4(19) },
+    [4] = { P8(0), P8(16), P8(1), P8(17) },
+    [8] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31 },
+};
 
-// The 32 codes of the slice at p as int16: lanes 0..15 in *lo, 16..31 in *hi (lane_code order).
-AVX2 INLINE void codes32(const uint8_t *p, int bits, __m256i *lo, __m256i *hi) {
-    if (bits == 8) {
-        *lo = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
-        *hi = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 16)));
-    } else if (bits == 4) {
-        __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));   // 16 bytes, 2 codes each
-        *lo = _mm256_and_si256(w, _mm256_set1_epi16(15));
-        *hi = _mm256_srli_epi16(w, 4);
-    } else {
-        __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p)), m = _mm_set1_epi16(3);   // 8 bytes, 4 codes each
-        *lo = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(w, 2), m), _mm_and_si128(w, m));
-        *hi = _mm256_set_m128i(_mm_srli_epi16(w, 6), _mm_and_si128(_mm_srli_epi16(w, 4), m));
+// Lanes 16·half .. 16·half + 15 of the slice whose codes start at byte p.
+AVX2 INLINE __m256i codes16(const uint8_t *p, int bits, int half) {
+    if (bits == 8) return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 * half)));
+    if (bits == 4) {                                                    // 16 bytes, 2 codes each
+        __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+        return half ? _mm256_srli_epi16(w, 4) : _mm256_and_si256(w, _mm256_set1_epi16(15));
     }
+    __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p)), m = _mm_set1_epi16(3);   // 8 bytes, 4 each
+    return half ? _mm256_set_m128i(_mm_srli_epi16(w, 6), _mm_and_si128(_mm_srli_epi16(w, 4), m))
+                : _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(w, 2), m), _mm_and_si128(w, m));
 }
 
 // 16 codes of a token (channels [16σ, 16σ + 16) of a group, starting at byte p) as floats:
-// f0 and f1 hold 8 channels each. 4-bit: f0 the even channels, f1 the odd (unzip16 restores
+// f0 and f1 hold 8 channels each. 4-bit: f0 the even channels, f1 the odd (add16 restores
 // the order); 8- and 2-bit: channels in order.
 AVX2 INLINE void codes16_ps(const uint8_t *p, int bits, __m256 *f0, __m256 *f1) {
     if (bits == 8) {
@@ -106,7 +109,7 @@ typedef struct {
     const KVStreamView *k;
     int64_t t, n;
     float *s;                // s[(h - h0) * ATTN_CHUNK + j] for token t + j
-    const int16_t *qs;       // per-token keys: [hd / 32][nh][32] the set's q16, slice by slice, in lane_code order
+    const int16_t *qs;       // per-token keys: [hd / 32][nh][32] the set's q16 slice by slice, in lane_perm order
     int h0;
 } KeyArgs;
 
@@ -114,9 +117,8 @@ typedef struct {
 // slices of one token from byte u: [h0, h1, h2, h3].
 AVX2 INLINE __m128i token_dots(const int16_t *qs, const uint8_t *u, int ns, const int nh, const int bits) {
     __m256i acc[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256() };
-    for (int sl = 0; sl < ns; sl++, u += 4 * bits, qs += 32 * nh) {
-        __m256i lo, hi;
-        codes32(u, bits, &lo, &hi);
+    _Pragma("GCC unroll 2") for (int sl = 0; sl < ns; sl++, u += 4 * bits, qs += 32 * nh) {
+        __m256i lo = codes16(u, bits, 0), hi = codes16(u, bits, 1);
         HEADS for (int h = 0; h < nh; h++) {
             __m256i p = _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)(qs + 32 * h)));
             p = _mm256_add_epi32(p, _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(qs + 32 * h + 16))));
@@ -170,54 +172,87 @@ AVX2 INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
     }
 }
 
-// 32 tokens in lanes per channel pair: the token (within a 32-token slice) in int32 lane i
-// of the vectors key_block_half makes for half `half` — vpunpcklwd/hwd of two 16-lane code
-// vectors pair lanes {0-3, 8-11} and {4-7, 12-15}.
-static int half_token(int bits, int half, int i) {
-    static const int lane[16] = { 0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15 };
-    return lane_code(bits, 16 * half + lane[i]);
+// Per-channel (KIVI) keys of one 32-token slice of block b: for each channel pair (c, c+1)
+// the two channels' codes are interleaved into (c, c+1) pairs of 16-bit lanes, one lane pair
+// per token, so vpmaddwd with the folded query pair (q'_c, q'_c+1) adds both channels' terms
+// of 8 tokens at once. d[h][0..3]: the int32 dots of the slice's 32 tokens, in the order the
+// unpacking leaves them (natural32 restores it). qf: [nh][hd] the folded int16 queries.
+AVX2 INLINE void key_block_slice(const KeyArgs *a, const int16_t *qf, int64_t b, int slice, __m256i d[4][4],
+                                 const int nh, const int bits) {
+    const KVStreamView *k = a->k;
+    int hd = a->q->hd;
+    HEADS for (int h = 0; h < nh; h++) d[h][0] = d[h][1] = d[h][2] = d[h][3] = _mm256_setzero_si256();
+    const uint8_t *p0 = k->codes + b * hd * k->group_bytes + slice * 4 * bits;
+    for (int half = 0; half < 2; half++) {                  // 16 tokens per pass: 2·nh accumulators
+        const uint8_t *p = p0;
+        for (int c = 0; c < hd; c += 2, p += 2 * k->group_bytes) {
+            __m256i x = codes16(p, bits, half), y = codes16(p + k->group_bytes, bits, half);
+            __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);
+            HEADS for (int h = 0; h < nh; h++) {
+                int32_t pair;
+                memcpy(&pair, qf + h * hd + c, 4);
+                __m256i w = _mm256_set1_epi32(pair);
+                d[h][2 * half] = _mm256_add_epi32(d[h][2 * half], _mm256_madd_epi16(lo, w));
+                d[h][2 * half + 1] = _mm256_add_epi32(d[h][2 * half + 1], _mm256_madd_epi16(hi, w));
+            }
+        }
+    }
 }
 
-// Per-channel (KIVI) keys of one 32-token slice of block b, one half of its lanes (16 tokens),
-// for nh heads whose folded int16 queries are qf[h][hd]: int32 dots per token, in half_token order.
-AVX2 INLINE void key_block_half(const KeyArgs *a, const int16_t *qf, int64_t b, int slice, int half,
-                                __m256i dot[4][2], const int nh) {
-    const KVStreamView *k = a->k;
-    int hd = a->q->hd, bits = k->bits;
-    HEADS for (int h = 0; h < nh; h++) dot[h][0] = dot[h][1] = _mm256_setzero_si256();
-    for (int c = 0; c < hd; c += 2) {
-        const uint8_t *p0 = k->codes + (b * hd + c) * k->group_bytes + slice * 4 * bits, *p1 = p0 + k->group_bytes;
-        __m256i x0, x1, y0, y1;
-        codes32(p0, bits, &x0, &x1);
-        codes32(p1, bits, &y0, &y1);
-        __m256i x = half ? x1 : x0, y = half ? y1 : y0;
-        __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);   // (c, c+1) pairs
-        HEADS for (int h = 0; h < nh; h++) {
-            int32_t pair;
-            memcpy(&pair, qf + h * hd + c, 4);
-            __m256i w = _mm256_set1_epi32(pair);
-            dot[h][0] = _mm256_add_epi32(dot[h][0], _mm256_madd_epi16(lo, w));
-            dot[h][1] = _mm256_add_epi32(dot[h][1], _mm256_madd_epi16(hi, w));
-        }
+// The 32 scores of a slice, f[0..3] in key_block_slice's lane order, stored in token order.
+// 8-bit codes unpack in order and the pairing takes lanes {0-3, 8-11} and {4-7, 12-15}; 4-bit
+// ones unpack even tokens then odd; 2-bit ones in four strided sets (a table).
+AVX2 INLINE void natural32(__m256 f[4], const int bits, float *out) {
+    static const uint8_t tok2[32] = { 0, 4, 8, 12, 1, 5, 9, 13, 16, 20, 24, 28, 17, 21, 25, 29,
+                                      2, 6, 10, 14, 3, 7, 11, 15, 18, 22, 26, 30, 19, 23, 27, 31 };
+    if (bits == 8) {
+        _mm256_storeu_ps(out, _mm256_permute2f128_ps(f[0], f[1], 0x20));
+        _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(f[0], f[1], 0x31));
+        _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(f[2], f[3], 0x20));
+        _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(f[2], f[3], 0x31));
+    } else if (bits == 4) {
+        __m256 e0 = _mm256_unpacklo_ps(f[0], f[2]), e1 = _mm256_unpackhi_ps(f[0], f[2]);   // 0-3 16-19, 4-7 20-23
+        __m256 o0 = _mm256_unpacklo_ps(f[1], f[3]), o1 = _mm256_unpackhi_ps(f[1], f[3]);   // 8-11 24-27, 12-15 28-31
+        _mm256_storeu_ps(out, _mm256_permute2f128_ps(e0, e1, 0x20));
+        _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(o0, o1, 0x20));
+        _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(e0, e1, 0x31));
+        _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(o0, o1, 0x31));
+    } else {
+        float v[32];
+        for (int i = 0; i < 4; i++) _mm256_storeu_ps(v + 8 * i, f[i]);
+        for (int i = 0; i < 32; i++) out[tok2[i]] = v[i];
+    }
+}
+
+// The scales s and offsets m of `count` consecutive groups from index gi, as floats.
+AVX2 INLINE void scales_offsets(const uint16_t *sm, int64_t gi, int count, float *s, float *m) {
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {                            // 8 (s, m) pairs: deinterleave
+        __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sm + 2 * (gi + i))));
+        __m256 y = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sm + 2 * (gi + i) + 8)));
+        __m256 sv = _mm256_shuffle_ps(x, y, 0x88), mv = _mm256_shuffle_ps(x, y, 0xdd);   // lanes 0 1 4 5 | 2 3 6 7
+        _mm256_storeu_ps(s + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(sv), 0xd8)));
+        _mm256_storeu_ps(m + i, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mv), 0xd8)));
+    }
+    for (; i < count; i++) {
+        __m128 x = scale_offset(sm, gi + i);
+        s[i] = _mm_cvtss_f32(x);
+        m[i] = _mm_cvtss_f32(_mm_shuffle_ps(x, x, 0x55));
     }
 }
 
 // Per-channel keys, nh heads: per block, fold the channel scales into the query (q_c·s_c,
 // rounded to int16 with alpha'), and the offsets into a constant (Σ q_c·m_c); then
-// score_j = alpha'·Σ_c q'_c u_cj + constant, 16 tokens at a time.
-AVX2 INLINE void key_blocks(const KeyArgs *a, const int nh) {
+// score_j = alpha'·Σ_c q'_c u_cj + constant, 32 tokens at a time.
+AVX2 INLINE void key_blocks(const KeyArgs *a, const int nh, const int bits) {
     const KVStreamView *k = a->k;
-    int hd = a->q->hd, G = k->group, bits = k->bits;
+    int hd = a->q->hd, G = k->group;
     int16_t qf[4 * HD_MAX];
-    float alpha[4], off[4], sc[HD_MAX], mc[HD_MAX], v[16];
+    float alpha[4], off[4], sc[HD_MAX], mc[HD_MAX], v[32];
     for (int64_t b = (a->t - k->sink) / G; k->sink + b * G < a->t + a->n; b++) {
         int64_t b0 = k->sink + b * G;
-        for (int c = 0; c < hd; c++) {
-            __m128 smv = scale_offset(k->sm, b * hd + c);
-            sc[c] = _mm_cvtss_f32(smv);
-            mc[c] = _mm_cvtss_f32(_mm_shuffle_ps(smv, smv, 0x55));
-        }
-        HEADS for (int h = 0; h < nh; h++) {                      // fold: q'_c = q_c·s_c, and Σ q_c·m_c
+        scales_offsets(k->sm, b * hd, hd, sc, mc);
+        HEADS for (int h = 0; h < nh; h++) {                 // fold: q'_c = q_c·s_c, and Σ q_c·m_c
             const float *qh = a->q->q + (a->h0 + h) * hd;
             __m256 mx = _mm256_setzero_ps(), o = _mm256_setzero_ps();
             for (int c = 0; c < hd; c += 8) {
@@ -239,19 +274,18 @@ AVX2 INLINE void key_blocks(const KeyArgs *a, const int nh) {
             }
         }
         for (int slice = 0; slice < G / 32; slice++) {
-            int64_t s0 = b0 + 32 * slice;                        // the slice's first token
-            if (s0 + 32 <= a->t || s0 >= a->t + a->n) continue;
-            for (int half = 0; half < 2; half++) {
-                __m256i dot[4][2];
-                key_block_half(a, qf, b, slice, half, dot, nh);
-                HEADS for (int h = 0; h < nh; h++) {
-                    __m256 al = _mm256_set1_ps(alpha[h]), of = _mm256_set1_ps(off[h]);
-                    _mm256_storeu_ps(v, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[h][0]), al, of));
-                    _mm256_storeu_ps(v + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[h][1]), al, of));
-                    for (int i = 0; i < 16; i++) {
-                        int64_t tok = s0 + half_token(bits, half, i);
-                        if (tok >= a->t && tok < a->t + a->n) a->s[h * ATTN_CHUNK + (tok - a->t)] = v[i];
-                    }
+            int64_t s0 = b0 + 32 * slice, j0 = s0 > a->t ? s0 : a->t, j1 = s0 + 32 < a->t + a->n ? s0 + 32 : a->t + a->n;
+            if (j0 >= j1) continue;
+            __m256i d[4][4];
+            key_block_slice(a, qf, b, slice, d, nh, bits);
+            HEADS for (int h = 0; h < nh; h++) {
+                __m256 al = _mm256_set1_ps(alpha[h]), of = _mm256_set1_ps(off[h]), f[4];
+                for (int i = 0; i < 4; i++) f[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[h][i]), al, of);
+                float *out = a->s + h * ATTN_CHUNK + (s0 - a->t);
+                if (j0 == s0 && j1 == s0 + 32) natural32(f, bits, out);
+                else {
+                    natural32(f, bits, v);
+                    for (int64_t j = j0; j < j1; j++) out[j - s0] = v[j - s0];
                 }
             }
         }
@@ -262,7 +296,9 @@ AVX2 INLINE void key_blocks(const KeyArgs *a, const int nh) {
 // in registers and the unpacking has no branches.
 #define KEY_CASE(nh) \
     case nh: \
-        if (pc) key_blocks(a, nh); \
+        if (pc && a->k->bits == 8) key_blocks(a, nh, 8); \
+        else if (pc && a->k->bits == 4) key_blocks(a, nh, 4); \
+        else if (pc) key_blocks(a, nh, 2); \
         else if (a->k->bits == 8) key_tokens(a, nh, 8); \
         else if (a->k->bits == 4) key_tokens(a, nh, 4); \
         else key_tokens(a, nh, 2); \
@@ -272,29 +308,25 @@ AVX2 static void key_codes_set(const KeyArgs *a, int nh) {
     switch (nh) { KEY_CASE(1) KEY_CASE(2) KEY_CASE(3) default: KEY_CASE(4) }
 }
 
-// lane_code as tables: lane l of a 32-code slice holds code perm[bits][l].
-#define P4(x) x, x + 2, x + 4, x + 6
-#define P8(x) P4(x), P4(x + 8)
-#define Q4(x) x, x + 4, x + 8, x + 12
-static const uint8_t lane_perm[9][32] = {
-    [2] = { Q4(0), Q4(16), Q4(1), Q4(17), Q4(2), Q4(18), Q4(3), Q4(19) },
-    [4] = { P8(0), P8(16), P8(1), P8(17) },
-    [8] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31 },
-};
+// Per-token keys: q16 of each set of up to 4 heads, slice by slice, [hd / 32][nh][32], in the
+// lane order of codes16 (lane_perm) for the stream's bits; per-channel keys fold their query per block.
+static void order_query_avx2(const Query *q, const KVStreamView *k, int16_t *out) {
+    int hd = q->hd;
+    if (!simd_shape(k) || k->per_channel || k->bits == 16) return;
+    for (int h0 = 0; h0 < q->gq; h0 += 4) {
+        int nh = q->gq - h0 < 4 ? q->gq - h0 : 4;
+        for (int sl = 0; sl < hd / 32; sl++)
+            for (int h = 0; h < nh; h++)
+                for (int l = 0; l < 32; l++)
+                    out[h0 * hd + (sl * nh + h) * 32 + l] = q->q16[(h0 + h) * hd + sl * 32 + lane_perm[k->bits][l]];
+    }
+}
 
 AVX2 static void key_codes_avx2(const Query *q, const KVStreamView *k, int64_t t, int64_t n, float *s) {
     if (!simd_shape(k)) { attn_portable.key_codes(q, k, t, n, s); return; }
-    int hd = q->hd;
     for (int h0 = 0; h0 < q->gq; h0 += 4) {
-        int nh = q->gq - h0 < 4 ? q->gq - h0 : 4;
-        int16_t qs[k->per_channel ? 1 : hd * nh];
-        if (!k->per_channel)                                 // the set's query, slice by slice, in lane order
-            for (int sl = 0; sl < hd / 32; sl++)
-                for (int h = 0; h < nh; h++)
-                    for (int l = 0; l < 32; l++)
-                        qs[(sl * nh + h) * 32 + l] = q->q16[(h0 + h) * hd + sl * 32 + lane_perm[k->bits][l]];
-        KeyArgs a = { q, k, t, n, s + h0 * ATTN_CHUNK, qs, h0 };
-        key_codes_set(&a, nh);
+        KeyArgs a = { q, k, t, n, s + h0 * ATTN_CHUNK, q->qk + h0 * q->hd, h0 };
+        key_codes_set(&a, q->gq - h0 < 4 ? q->gq - h0 : 4);
     }
 }
 
@@ -413,7 +445,7 @@ AVX2 INLINE void value_tokens(const ValueArgs *a, const int nh, const int bits) 
         const uint8_t *u = u0 + c * bits / 8;
         __m256 acc[4][2];
         HEADS for (int h = 0; h < 4; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n; j++, u += tb) {
+        _Pragma("GCC unroll 2") for (int64_t j = 0; j < n; j++, u += tb) {
             __m256 f0, f1;
             codes16_ps(u, bits, &f0, &f1);
             HEADS for (int h = 0; h < nh; h++) {
@@ -437,35 +469,50 @@ AVX2 static void value_codes_set(const ValueArgs *a, int nh) {
     switch (nh) { VALUE_CASE(1) VALUE_CASE(2) VALUE_CASE(3) default: VALUE_CASE(4) }
 }
 
-// o[h] += Σ_j (p_hj s_jg) u_j + p_hj m_jg for quantized tokens [t, t + n): first, 8 tokens at
-// a time, the weights w = p·s per (head, group, token) and the offset sums Σ_j p·m per (head,
-// group); then the codes (value_tokens).
+// o[h] += Σ_j (p_hj s_jg) u_j + p_hj m_jg for quantized tokens [t, t + n): first the groups'
+// scales and offsets, per group [g][j] (zero past n); then, 8 tokens at a time, the weights
+// w = p·s per (head, group, token) and the offset sums Σ_j p·m per (head, group); then the
+// codes (value_tokens).
 AVX2 static void value_codes_avx2(const float *p, int gq, const KVStreamView *v, int64_t t, int64_t n, float *o) {
     if (!simd_shape(v)) { attn_portable.value_codes(p, gq, v, t, n, o); return; }
     int hd = v->head_dim, gpt = v->groups_per_token;
     int64_t n8 = (n + 7) / 8 * 8;
-    float w[gq * gpt * n8], moff[gq * gpt];
-    const int *pairs = (const int *)(const void *)v->sm + (t - v->sink) * gpt;   // (s, m) of a group: 32 bits
-    for (int g = 0; g < gpt; g++) {
-        __m256 macc[gq];
-        for (int h = 0; h < gq; h++) macc[h] = _mm256_setzero_ps();
-        for (int64_t j = 0; j < n8; j += 8) {
-            __m256i lane = _mm256_add_epi32(_mm256_set1_epi32((int)j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);           // tokens j + lane < n
-            __m256i idx = _mm256_mullo_epi32(_mm256_min_epi32(lane, _mm256_set1_epi32((int)n - 1)), _mm256_set1_epi32(gpt));
-            __m256i sm = _mm256_i32gather_epi32(pairs + g, idx, 4);
-            __m256i h16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(_mm256_and_si256(sm, _mm256_set1_epi32(0xffff)),
-                                                                       _mm256_srli_epi32(sm, 16)), 0xd8);
-            __m256 sc = _mm256_cvtph_ps(_mm256_castsi256_si128(h16)), m = _mm256_cvtph_ps(_mm256_extracti128_si256(h16, 1));
-            for (int h = 0; h < gq; h++) {
-                __m256 pv = _mm256_maskload_ps(p + h * ATTN_CHUNK + j, live);
-                _mm256_storeu_ps(w + ((int64_t)h * gpt + g) * n8 + j, _mm256_mul_ps(pv, sc));
-                macc[h] = _mm256_fmadd_ps(pv, m, macc[h]);
+    float sm[2 * n8 * gpt], sg[gpt * n8], mg[gpt * n8], w[gq * gpt * n8], moff[gq * gpt];
+    scales_offsets(v->sm, (t - v->sink) * gpt, (int)(n * gpt), sm, sm + n8 * gpt);   // [j][g] order
+    if (gpt == 1) {
+        memcpy(sg, sm, sizeof(float) * (size_t)n);
+        memcpy(mg, sm + n8, sizeof(float) * (size_t)n);
+    } else if (gpt == 2)                                     // even entries group 0, odd group 1
+        for (int64_t j = 0; j < n8; j += 8)
+            for (int x = 0; x < 2; x++) {
+                const float *src = sm + x * n8 * gpt + 2 * j;
+                __m256 a = _mm256_loadu_ps(src), b = _mm256_loadu_ps(src + 8);
+                __m256 e = _mm256_shuffle_ps(a, b, 0x88), d = _mm256_shuffle_ps(a, b, 0xdd);   // 0 1 4 5 | 2 3 6 7
+                float *dst = x ? mg : sg;
+                _mm256_storeu_ps(dst + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xd8)));
+                _mm256_storeu_ps(dst + n8 + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(d), 0xd8)));
             }
+    else
+        for (int64_t j = 0; j < n; j++)
+            for (int g = 0; g < gpt; g++) {
+                sg[g * n8 + j] = sm[j * gpt + g];
+                mg[g * n8 + j] = sm[n8 * gpt + j * gpt + g];
+            }
+    for (int g = 0; g < gpt; g++)
+        for (int64_t j = n; j < n8; j++) sg[g * n8 + j] = mg[g * n8 + j] = 0.0f;
+    __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - (n8 - 8))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int h = 0; h < gq; h++)
+        for (int g = 0; g < gpt; g++) {
+            __m256 acc = _mm256_setzero_ps();
+            const float *sv = sg + g * n8, *mv = mg + g * n8, *ph = p + h * ATTN_CHUNK;
+            float *wv = w + ((int64_t)h * gpt + g) * n8;
+            for (int64_t j = 0; j < n8; j += 8) {       // the last 8 are masked: p is not written past n
+                __m256 pv = j + 8 < n8 ? _mm256_loadu_ps(ph + j) : _mm256_maskload_ps(ph + j, live);
+                _mm256_storeu_ps(wv + j, _mm256_mul_ps(pv, _mm256_loadu_ps(sv + j)));
+                acc = _mm256_fmadd_ps(pv, _mm256_loadu_ps(mv + j), acc);
+            }
+            moff[h * gpt + g] = _mm_cvtss_f32(hsum4_ps(acc, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()));
         }
-        for (int h = 0; h < gq; h++)
-            moff[h * gpt + g] = _mm_cvtss_f32(hsum4_ps(macc[h], _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()));
-    }
     for (int h0 = 0; h0 < gq; h0 += 4) {
         ValueArgs a = { v, t, n, n8, o + h0 * hd, w + (int64_t)h0 * gpt * n8, moff + h0 * gpt };
         value_codes_set(&a, gq - h0 < 4 ? gq - h0 : 4);
@@ -504,6 +551,6 @@ AVX2 static void value_rows_avx2(const float *p, int gq, const uint16_t *rows, i
     }
 }
 
-const AttnKernels attn_avx2 = { "avx2", key_rows_avx2, key_codes_avx2, softmax_avx2, value_rows_avx2, value_codes_avx2 };
+const AttnKernels attn_avx2 = { "avx2", order_query_avx2, key_rows_avx2, key_codes_avx2, softmax_avx2, value_rows_avx2, value_codes_avx2 };
 
 #endif

@@ -29,12 +29,15 @@ typedef struct {
     const int16_t *q16;     // [gq][hd]: round(q / alpha), channels in natural order
     const float *alpha;     // [gq]: q ≈ alpha · q16
     const float *gsum;      // [gq][groups_per_token]: Σ q over the channels of each key group
+    const int16_t *qk;      // [gq][hd]: q16 in the order the variant's key loop reads it (order_query), or NULL
     int gq, hd;
 } Query;
 
 // Scores and probabilities live in s[h * ATTN_CHUNK + j], j the token's index in the run.
 typedef struct {
     const char *name;
+    // Lay q->q16 out in out[gq][hd] as key_codes wants it for the key stream k (NULL: as is).
+    void (*order_query)(const Query *q, const KVStreamView *k, int16_t *out);
     // s[h][j] = q_h · k_j for fp16 key rows [n][hd] / for quantized tokens [t, t + n) of k.
     void (*key_rows)(const Query *q, const uint16_t *rows, int64_t n, float *s);
     void (*key_codes)(const Query *q, const KVStreamView *k, int64_t t, int64_t n, float *s);
