@@ -60,7 +60,7 @@ typedef struct {
     float topp;                // -p
     uint64_t seed;             // -s
     int64_t ctx;               // --ctx, 0 = the model's, capped to fit memory
-    int64_t tokens;            // --tokens (ppl, compare), 0 = the whole text
+    int64_t tokens;            // --tokens (ppl, compare: 0 = the whole text; tune: of each kind)
     int64_t kl_from;           // --kl-from P (compare): also the mean KL over positions P.. (0 = off)
     int threads;               // --threads, 0 = OpenMP's default
     int verbose;
@@ -68,7 +68,7 @@ typedef struct {
     char kv_label[32];         // "fp16", "k8v4", "mixed": the `kv` field of the result lines
     int cuda;                  // --device cuda (kernels/cuda/, generate and chat)
     AttnImpl attention;        // --attention fast|reference (kernels/attention.h), every mode
-    TuneOptions tune;          // -m tune: --max-bits, --out, --groups (quant/tune.h)
+    TuneOptions tune;          // -m tune: --max-bits, --out, --groups, --verify (quant/tune.h)
 } Options;
 
 static void usage(void) {
@@ -98,7 +98,7 @@ static void usage(void) {
         "  --kv-preset P          pertoken | kivi (the default when quantizing)\n"
         "  --kv-group G  --kv-residual R  --kv-key-axis token|channel  --kv-sym  --kv-sink N\n"
         "  --kv-rotate            Hadamard-rotate every layer's q, k, v (a config may say rotate: true per layer)\n");
-    fputs("KV tuner (-m tune -f CALIB; --tokens N calibration tokens, default 1024; --kv-preset, default kivi):\n", stderr);
+    fputs("KV tuner (-m tune -f CALIB[,CALIB...]; --kv-preset, default kivi):\n", stderr);
     fputs(tune_options_usage(), stderr);
 }
 
@@ -521,17 +521,16 @@ static void divergence(const Model *m, const Options *o, const KVSpec *spec, con
     free_kvspec(&base);
 }
 
-// -m tune (quant/tune.c): search per-layer K/V bits on the -f text. The grouping comes from
-// --kv-preset (kivi by default, as for --kv) and the other --kv-* grouping flags.
-static void tune(const Model *m, Options *o, const char *text, size_t len) {
+// -m tune (quant/tune.c): search per-layer K/V bits on the -f texts (a comma-separated list of
+// files, one kind of text each; the tuner reads them). The grouping comes from --kv-preset (kivi
+// by default, as for --kv) and the other --kv-* grouping flags.
+static void tune(const Model *m, Options *o) {
     if (o->kv.spec || o->kv.config_path) fatal("-m tune: --kv and --kv-config do not apply (the tuner chooses the bits)");
-    if (!o->prompt_file) fatal("-m tune: give the calibration text with -f FILE");
+    if (!o->prompt_file) fatal("-m tune: give the calibration text with -f FILE (or FILE,FILE,... one per kind of text)");
     if (!o->kv.preset) o->kv.preset = "kivi";
     KVSpec grouping;
     build_kvspec_from_options(&grouping, &o->kv, &m->config);
-    o->tune.text = text;
-    o->tune.text_len = len;
-    o->tune.text_name = o->prompt_file;
+    o->tune.calib = o->prompt_file;
     o->tune.preset = o->kv.preset;
     if (o->tokens) o->tune.tokens = (int)o->tokens;
     run_tune(m, &grouping, &o->tune);
@@ -556,6 +555,12 @@ int main(int argc, char **argv) {
     kvspec_label(&spec, o.kv_label, sizeof o.kv_label);
     if (o.verbose) kvspec_print(stderr, &spec);
 
+    if (!strcmp(o.mode, "tune")) {              // the tuner reads its own files (-f A,B,...)
+        tune(&m, &o);
+        free_kvspec(&spec);
+        free_model(&m);
+        return 0;
+    }
     size_t len = 0;
     char *text = input_text(&o, &len);
     int needs_text = strcmp(o.mode, "generate") != 0;
@@ -563,7 +568,6 @@ int main(int argc, char **argv) {
     if (!text) { text = xstrdup(""); len = 0; }
 
     if (!strcmp(o.mode, "tokenize")) tokenize(&m, text, len);
-    else if (!strcmp(o.mode, "tune")) tune(&m, &o, text, len);
     else if (!strcmp(o.mode, "ppl")) ppl(&m, &o, &spec, text, len);
     else if (!strcmp(o.mode, "compare") && o.steps_set && !o.prompt_file) divergence(&m, &o, &spec, text, len);
     else if (!strcmp(o.mode, "compare")) compare(&m, &o, &spec, text, len);

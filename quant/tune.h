@@ -1,9 +1,12 @@
 // tune.h: `run -m tune` — KVTuner's whole method on one model (docs/DESIGN.md §6):
-// one fp16 pass over calibration text records every layer's input and its Q/K/V; each
-// layer x pair (K, V) in {2,4,8}^2 is measured (layer-local attention error, and the
+// for each kind of calibration text, one fp16 pass records every layer's input and its Q/K/V,
+// and each layer x pair (K, V) in {2,4,8}^2 is measured (layer-local attention error, and the
 // end-to-end KL with only that layer quantized, run from the cached hidden states); pruning,
-// clustering and the exact DP search (tuner.h) give a predicted front; the front is then
-// measured on held-back text and written as KVTuner YAML, a markdown table and SVG plots.
+// clustering and the exact DP search (tuner.h) propose candidates; at every half-bit budget the
+// candidates are measured on every kind and the one whose worst kind gains most over the uniform
+// configurations is kept (§6.1); the chosen points are then measured on held-back text of every
+// kind and of a kind never calibrated on (--verify), and written as KVTuner YAML, a markdown
+// table and SVG plots.
 #ifndef KVT_TUNE_H
 #define KVT_TUNE_H
 
@@ -11,23 +14,28 @@
 #include "kvcache.h"
 #include "tuner.h"
 
+#define TUNE_MAX_KINDS 8     // calibration kinds, plus one --verify kind
+#define TUNE_TOKENS 1024     // default calibration tokens, shared evenly among the kinds
+
 typedef struct {
-    const char *text;      // -f: the text; calibration comes from its first half, the
-    size_t text_len;       //     held-back verification text from its second half
-    const char *text_name; // its path, for messages
+    const char *calib;     // -f: the calibration files, comma-separated, one kind of text each
+                           //   (at most TUNE_MAX_KINDS - 1). Each file's first half calibrates,
+                           //   the start of its second half is held back for verification
+    const char *verify;    // --verify FILE: a kind of text never calibrated on; NULL = none
     const char *preset;    // name of the grouping preset, for the report ("pertoken", "kivi")
-    int tokens;            // calibration tokens (and held-back tokens); default 1024
+    int tokens;            // --tokens: tokens of each kind (calibration, and again held back);
+                           //   0 = TUNE_TOKENS / (number of calibration files)
     double max_bits;       // --max-bits: cap on average bits (k+v)/2, in [2, 16]; default 16
     const char *out_dir;   // --out: created if missing; default "tune-out"
     int groups;            // --groups: 0 = the automatic rule (tuner.h)
     const char *sens_path; // --sensitivity FILE: reuse a sensitivity.tsv of an earlier run
-                           //   (skips steps 2-3, the expensive part); NULL = measure
+                           //   (skips the sensitivity step, the expensive part); NULL = measure
     int progress;          // progress lines on stderr
 } TuneOptions;
 
 void tune_options_init(TuneOptions *o);
 // Consume argv[i] (and its value) if it is a tuner flag (--max-bits, --out, --groups,
-// --sensitivity):
+// --sensitivity, --verify):
 // returns the number of arguments used, else 0. Bad values are fatal.
 int tune_options_parse(TuneOptions *o, int argc, char **argv, int i);
 const char *tune_options_usage(void);

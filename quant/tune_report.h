@@ -1,39 +1,89 @@
-// tune_report.h: what `run -m tune` measured, and the writer of its --out directory
-// (internal to quant/tune*.c).
+// tune_report.h: what `run -m tune` works on and measures (the kinds of text, the measured
+// configurations) and the writer of its --out directory; internal to quant/tune*.c.
 #ifndef KVT_TUNE_REPORT_H
 #define KVT_TUNE_REPORT_H
 
+#include "../model/model.h"
+#include "tune.h"
 #include "tuner.h"
 
+// One kind of text: a calibration file of -f, or the --verify file.
 typedef struct {
-    char label[32];        // "tuned-3.250" or the uniform pair's name ("KV4")
+    char name[64];         // the file's base name without its extension: "tinyshakespeare"
+    const char *path;
+    int calibrated;        // 1: from -f (calibration + held back); 0: --verify (held back only)
+    int *cal;              // [n] calibration token ids, from the first half (NULL for --verify)
+    int *held;             // [n] held-back token ids: the second half (--verify: from the start)
+    float *cal_base;       // [n-1][vocab] fp16 log-probs of cal, kept through the joint search
+    SensTable tab;         // this kind's sensitivity (calibration kinds only)
+} TuneKind;
+
+typedef struct {
+    char label[32];        // "tuned-3.5" (the budget it was chosen under) or "KV4"
     int uniform;           // 1: every layer at one pair
+    double budget;         // tuned: the budget in average bits; uniform: its bits
+    int same_as;           // tuned: index of the cheaper budget that chose the same config, or -1
     KVBits *kv;            // [n_layers]
     double avg_bits;       // mean over layers of (k + v) / 2
     double bits_per_elem;  // measured: cache bytes * 8 / elements, scales and fp16 window included
-    double pred;           // predicted KL: sum of the single-layer KLs (calibration text)
-    double cal_kl;         // measured KL with all its layers quantized, calibration text (the
-                           //   search's choice among candidates)
-    double kl, top1;       // measured on the held-back text
-    int on_front;          // set by the writer: not dominated by another verified tuned point
+    double pred;           // predicted: sum of the layers' (combined) single-layer errors
+    double cal[TUNE_MAX_KINDS];   // calibration KL per calibration kind (NAN: not measured)
+    double worst, mean;    // tuned: worst and mean ratio to the best uniform within its budget
+    double kl[TUNE_MAX_KINDS];    // held-back KL per kind (the --verify kind last)
+    double top1[TUNE_MAX_KINDS];  // top-1 agreement with fp16, the same texts
 } TunePoint;
+
+// A uniform pair predicted this many times worse than a uniform pair with no more bits, on
+// every kind, is neither measured nor verified (tune.c).
+#define TUNE_UNIFORM_FAR 2.0
+
+// One budget of the joint search as it was decided: the mixed candidates measured (the previous
+// budget's choice and the additive model's best), for the report.
+#define TUNE_LOG_CANDS (1 + 4)
+typedef struct {
+    double budget;
+    double ref[TUNE_MAX_KINDS];           // the least uniform KL within the budget, per kind
+    int n;
+    char what[TUNE_LOG_CANDS][24];        // "previous", "additive 1", ...
+    double bits[TUNE_LOG_CANDS];
+    double predicted[TUNE_LOG_CANDS];     // predicted worst-kind ratio (the additive model)
+    double kl[TUNE_LOG_CANDS][TUNE_MAX_KINDS];   // calibration KL per kind; NAN: not needed
+    int kept;                             // index of the kept candidate, -1: a uniform one
+} BudgetLog;
 
 typedef struct {
     const char *preset, *out_dir;
-    int n_layers, tokens;
+    int n_layers, tokens;  // tokens of each kind
     double max_bits;
-    const SensTable *tab;
+    const TuneKind *kinds; // [n_kinds]: the calibration kinds, then the --verify kind if any
+    int n_kinds, n_cal;
+    const SensTable *tab;  // the combined table the search used
     const unsigned char *keep;
     const Clustering *cl;
-    TunePoint *pts;        // tuned points (by increasing bits), then the uniform ones
+    TunePoint *pts;        // tuned points by increasing budget, then the uniform ones
     int n_pts;
-    int refine_m;          // candidates measured jointly per budget
+    const BudgetLog *log;  // [n_budgets]
+    int n_budgets;
+    int refine_m;          // additive-model candidates per budget
+    int n_tail, n_skipped; // sensitivity: KL runs done, pairs estimated from the attention error
+    const char *uniform_skipped;   // uniform pairs predicted far worse than a cheaper one: "K2V4, K2V8"
+    int n_configs, n_runs, n_cut;  // joint search: configurations, runs (one kind each), stopped early
     double t_sens, t_refine, t_verify;
 } TuneReport;
 
-// Mark the verified front, write <out>/<preset>-<bits>.yaml for each of its points,
-// results.md, heatmap.svg and front.svg. Returns the number of front points; fatal if a file
-// cannot be written.
-int tune_write_report(TuneReport *r);
+// Write <out>/<preset>-<budget>.yaml for each tuned point, results.md, heatmap.svg and
+// front.svg. Fatal if a file cannot be written.
+void tune_write_report(const TuneReport *r);
+
+// ---- tune_sens.c: step 2-3 and sensitivity.tsv ----
+// Record the fp16 pass over k->cal and measure k->tab (k->cal_base is set from the pass).
+// Counts the KL runs done and the pairs estimated.
+void tune_measure_kind(const Model *m, const KVSpec *grouping, TuneKind *k, int n, int progress, int *n_tail,
+                       int *n_skipped);
+void tune_save_sensitivity(const char *path, const TuneKind *kinds, int n_cal, int n, const char *preset);
+// Fill kinds[k].tab for every calibration kind from a sensitivity.tsv (other kinds in it are
+// ignored); fatal (naming the file and line) unless it has every layer 0..L-1 of every kind,
+// measured on n tokens.
+void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, int L);
 
 #endif

@@ -8,31 +8,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-const int TUNE_BITS[3] = {2, 4, 8};
+const TuneOption TUNE_OPTIONS[TUNE_NPAIRS] = {
+    {2, 2, "KV2"}, {2, 4, "K2V4"}, {2, 8, "K2V8"}, {4, 2, "K4V2"}, {4, 4, "KV4"},
+    {4, 8, "K4V8"}, {8, 2, "K8V2"}, {8, 4, "K8V4"}, {8, 8, "KV8"},
+};
 
 int tune_pair_index(int k_bits, int v_bits) {
-    int ki = -1, vi = -1;
-    for (int i = 0; i < 3; i++) {
-        if (TUNE_BITS[i] == k_bits) ki = i;
-        if (TUNE_BITS[i] == v_bits) vi = i;
-    }
-    return ki < 0 || vi < 0 ? -1 : ki * 3 + vi;
+    for (int p = 0; p < TUNE_NPAIRS; p++)
+        if (TUNE_OPTIONS[p].k_bits == k_bits && TUNE_OPTIONS[p].v_bits == v_bits) return p;
+    return -1;
 }
 
 const char *tune_pair_name(int p) {
-    static const char *names[TUNE_NPAIRS] = {"KV2", "K2V4", "K2V8", "K4V2", "KV4", "K4V8", "K8V2", "K8V4", "KV8"};
-    return p >= 0 && p < TUNE_NPAIRS ? names[p] : "?";
+    return p >= 0 && p < TUNE_NPAIRS ? TUNE_OPTIONS[p].name : "?";
 }
 
 void build_senstable(SensTable *t, int n_layers) {
+    size_t n = (size_t)n_layers * TUNE_NPAIRS;
     t->n_layers = n_layers;
-    t->err = xcalloc((size_t)n_layers * TUNE_NPAIRS, sizeof(double));
-    t->aux = xcalloc((size_t)n_layers * TUNE_NPAIRS, sizeof(double));
+    t->err = xcalloc(n, sizeof(double));
+    t->aux = xcalloc(n, sizeof(double));
+    t->tail = xmalloc(n);
+    memset(t->tail, 1, n);
 }
 
 void free_senstable(SensTable *t) {
-    free(t->err); free(t->aux);
+    free(t->err); free(t->aux); free(t->tail);
     t->err = t->aux = NULL;
+    t->tail = NULL;
 }
 
 // q dominates p: no more bits, no more error, better in at least one. Equal bits and equal
@@ -53,6 +56,71 @@ int tune_prune_pairs(const double *err, unsigned char keep[TUNE_NPAIRS]) {
         n += keep[p];
     }
     return n;
+}
+
+void tune_fill_skipped(double *err, const double *aux, const unsigned char *tail) {
+    for (int p = 0; p < TUNE_NPAIRS; p++) {
+        if (tail[p]) continue;
+        int q = -1;                               // the nearest measured pair dominating p on aux
+        for (int r = 0; r < TUNE_NPAIRS; r++)
+            if (tail[r] && dominates(r, p, aux) && (q < 0 || aux[r] > aux[q])) q = r;
+        if (q < 0) fatal("tune_fill_skipped: %s is not measured and no measured pair dominates it", tune_pair_name(p));
+        double ratio = aux[q] > 0 ? aux[p] / aux[q] : 1.0;
+        err[p] = err[q] * (ratio > 1 ? ratio * ratio : 1.0);
+    }
+}
+
+void tune_combine_kinds(const SensTable *kinds, int n_kinds, SensTable *out) {
+    int L = kinds[0].n_layers, kv4 = tune_pair_index(4, 4);
+    double *z = xmalloc((size_t)n_kinds * sizeof(double)), zbar = 0;
+    for (int k = 0; k < n_kinds; k++) {
+        z[k] = 0;
+        for (int l = 0; l < L; l++) z[k] += sens_err(&kinds[k], l)[kv4];
+        zbar += z[k] / n_kinds;
+    }
+    build_senstable(out, L);
+    for (int k = 0; k < n_kinds; k++) {
+        double w = z[k] > 0 ? zbar / (n_kinds * z[k]) : 1.0 / n_kinds;   // (an all-zero kind: plain mean)
+        for (size_t i = 0; i < (size_t)L * TUNE_NPAIRS; i++) {
+            out->err[i] += w * kinds[k].err[i];
+            out->aux[i] += kinds[k].aux[i] / n_kinds;
+            out->tail[i] &= kinds[k].tail[i];
+        }
+    }
+    free(z);
+}
+
+// ---- the transfer objective -----------------------------------------------------------------
+
+double tune_worst_ratio(const double *kl, const double *ref, int n_kinds) {
+    double w = 0;
+    for (int k = 0; k < n_kinds; k++) {
+        if (isnan(kl[k])) return NAN;
+        double r = kl[k] / ref[k];
+        if (r > w) w = r;
+    }
+    return w;
+}
+
+double tune_mean_ratio(const double *kl, const double *ref, int n_kinds) {
+    double s = 0;
+    for (int k = 0; k < n_kinds; k++) s += kl[k] / ref[k];
+    return s / n_kinds;
+}
+
+int tune_pick(const double *kl, const int *cost, int n, const double *ref, int n_kinds) {
+    int best = -1;
+    double bw = 0, bm = 0;
+    for (int i = 0; i < n; i++) {
+        const double *row = kl + (size_t)i * n_kinds;
+        double w = tune_worst_ratio(row, ref, n_kinds);
+        if (isnan(w)) continue;
+        double m = tune_mean_ratio(row, ref, n_kinds);
+        if (best < 0 || w < bw || (w == bw && (cost[i] < cost[best] || (cost[i] == cost[best] && m < bm)))) {
+            best = i; bw = w; bm = m;
+        }
+    }
+    return best;
 }
 
 // ---- group space ---------------------------------------------------------------------------

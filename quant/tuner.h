@@ -9,31 +9,58 @@
 #include <stdio.h>
 #include "kvcache.h"
 
-// ---- candidate pairs --------------------------------------------------------------------
-// Pair p (0..8) is (K, V) = (TUNE_BITS[p / 3], TUNE_BITS[p % 3]): KV2, K2V4, K2V8, K4V2, KV4,
-// K4V8, K8V2, K8V4, KV8. Its cost is k + v "half-bits": the average bits (k + v) / 2 of a
-// layer times two, so every total over layers is an integer and the DP below is exact.
+// ---- candidate options ------------------------------------------------------------------
+// What the search chooses for each layer is one of TUNE_NPAIRS options, listed in TUNE_OPTIONS
+// (tune_search.c): today the precision pairs (K, V) in {2, 4, 8}^2 in the order KV2, K2V4,
+// K2V8, K4V2, KV4, K4V8, K8V2, K8V4, KV8. Everything else (sensitivity, pruning, clustering, the
+// DP, sensitivity.tsv, whose header names the options) goes through this table, so a per-layer
+// choice such as a rotated cache is added as more rows (a flag next to the bits, the same cost)
+// without touching the search. An option's cost is k + v "half-bits": the average bits
+// (k + v) / 2 of a layer times two, so every total over layers is an integer and the DP below
+// is exact.
 #define TUNE_NPAIRS 9
-extern const int TUNE_BITS[3];
-static inline int tune_kbits(int p) { return TUNE_BITS[p / 3]; }
-static inline int tune_vbits(int p) { return TUNE_BITS[p % 3]; }
+typedef struct {
+    int k_bits, v_bits;
+    const char *name;    // "KV4", "K8V4", ...
+} TuneOption;
+extern const TuneOption TUNE_OPTIONS[TUNE_NPAIRS];
+static inline int tune_kbits(int p) { return TUNE_OPTIONS[p].k_bits; }
+static inline int tune_vbits(int p) { return TUNE_OPTIONS[p].v_bits; }
 static inline int tune_cost(int p) { return tune_kbits(p) + tune_vbits(p); }
 int tune_pair_index(int k_bits, int v_bits);            // -1 if not a candidate pair
-const char *tune_pair_name(int p);                      // "KV4", "K8V4", ...
+const char *tune_pair_name(int p);                      // "KV4", "K8V4", ...; "?" if out of range
 
 // ---- sensitivity table --------------------------------------------------------------------
 typedef struct {
     int n_layers;
     double *err;    // [n_layers][TUNE_NPAIRS] the searched error: end-to-end KL(fp16 || only
                     //   this layer quantized) on the calibration text (>= 0, finite)
-    double *aux;    // [n_layers][TUNE_NPAIRS] second measure, reported only: layer-local
-                    //   attention-output relative error (may be all zero)
+    double *aux;    // [n_layers][TUNE_NPAIRS] layer-local attention-output relative error
+                    //   (decides which pairs get a KL measurement; may be all zero)
+    unsigned char *tail;  // [n_layers][TUNE_NPAIRS] 1: err was measured (a tail run); 0: it
+                          //   was estimated from aux (tune_fill_skipped)
 } SensTable;
 
-void build_senstable(SensTable *t, int n_layers);      // zero-filled
+void build_senstable(SensTable *t, int n_layers);      // zero-filled, every tail flag 1
 void free_senstable(SensTable *t);
 static inline double *sens_err(const SensTable *t, int l) { return t->err + (size_t)l * TUNE_NPAIRS; }
 static inline double *sens_aux(const SensTable *t, int l) { return t->aux + (size_t)l * TUNE_NPAIRS; }
+static inline unsigned char *sens_tail(const SensTable *t, int l) { return t->tail + (size_t)l * TUNE_NPAIRS; }
+
+// The pairs not on a layer's (cost, aux) Pareto front are not measured (docs/DESIGN.md §6.2:
+// on SmolLM2 the attention-error front and the KL front agree on 298 of 304 kept pairs). For
+// each such pair p, err[p] = err[q] * max(1, (aux[p] / aux[q])^2), q the measured pair that
+// dominates p on aux with the largest aux (the nearest): p stays dominated by q, so pruning
+// drops it, and its estimate is on the right scale for the group sums (KL grows with the square
+// of a small perturbation). Measured entries (tail[p] = 1) are left as they are.
+void tune_fill_skipped(double *err /* [9] */, const double *aux /* [9] */, const unsigned char *tail /* [9] */);
+
+// The table the search uses when calibrating on several kinds of text (docs/DESIGN.md §6.1):
+// out.err[l][p] = sum_k w_k * kinds[k].err[l][p], w_k = Zbar / (K * Z_k), Z_k = the kind's
+// predicted KV4 error (sum over layers of err[l][KV4]), Zbar = the mean Z_k. Each kind then
+// weighs the same relative to its own uniform 4-bit error, and a uniform KV4 still predicts the
+// mean of the kinds' KLs. aux is the plain mean; tail is 1 where every kind measured it.
+void tune_combine_kinds(const SensTable *kinds, int n_kinds, SensTable *out);
 
 // ---- intra-layer pruning ---------------------------------------------------------------
 // Keep pair p iff no other pair q has cost(q) <= cost(p) and err(q) <= err(p) with at least
@@ -107,6 +134,18 @@ int tune_search_best(const GroupSpace *gs, int max_cost, int m, Front *out);
 
 // Per-layer KV bits of a front point (kv[l] for every layer).
 void tune_point_bits(const Clustering *c, const FrontPoint *p, KVBits *kv);
+
+// ---- the transfer objective (docs/DESIGN.md §6.1) ---------------------------------------------
+// Candidates for one budget are measured with all layers quantized on the calibration text of
+// each kind. ref[k] is the least KL on kind k of the uniform configurations within the budget.
+// A candidate's score is its worst ratio max_k kl[k] / ref[k]: below 1 it beats every uniform
+// configuration within the budget on every kind. NAN (a kind not measured) gives NAN.
+double tune_worst_ratio(const double *kl, const double *ref, int n_kinds);
+double tune_mean_ratio(const double *kl, const double *ref, int n_kinds);
+// The best of n candidates, kl [n][n_kinds] and cost [n] (total half-bits): least worst ratio,
+// then least cost, then least mean ratio, then the lowest index. Candidates with a NAN score
+// are skipped. Returns the index, or -1 if none is complete.
+int tune_pick(const double *kl, const int *cost, int n, const double *ref, int n_kinds);
 
 // ---- writers ------------------------------------------------------------------------------
 // KVTuner YAML (docs/DESIGN.md §3): "L:\n  nbits_key: K\n  nbits_value: V\n" for every layer.

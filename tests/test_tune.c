@@ -1,6 +1,7 @@
 // test_tune.c: the tuner on a real (tiny, random) model: the layer-by-layer pieces agree
-// with the runtime's forward pass and per-layer KL, `run -m tune` writes configs that
-// `run --kv-config` loads, and bad input is rejected with one clear line.
+// with the runtime's forward pass and per-layer KL, `run -m tune` on two kinds of text and a
+// --verify kind writes configs that `run --kv-config` loads, its sensitivity tables are
+// reused per kind, and bad input is rejected with one clear line.
 #include "testutil.h"
 #include "../model/eval.h"
 #include "../quant/tune.h"
@@ -80,20 +81,46 @@ static int run_cmd(const char *cmd, char **out, char **err) {
     return run_capture(cmd, out, err);
 }
 
+#define MATH DATA_DIR "/kinds/gsm8k_worked.txt"
+#define CODE DATA_DIR "/kinds/c_source.txt"
+#define DOCS DATA_DIR "/kinds/design_doc.txt"
+
+// The KL cells of a results.md row: "| label | bits | bits/elem | worst | k1 | ... |".
+static int row_cells(const char *text, const char *label, double *v, int max) {
+    char key[80];
+    snprintf(key, sizeof key, "\n| %s | ", label);
+    const char *p = strstr(text, key);
+    if (!p) return 0;
+    p += strlen(key) - 2;
+    int n = 0;
+    while (n < max && *p == '|' && p[1] == ' ') {
+        char *end;
+        while (*p == '|' || *p == ' ' || *p == '*') p++;
+        v[n] = strtod(p, &end);
+        if (end == p) v[n] = NAN;           // "-" (no score)
+        while (*end && *end != '|' && *end != '\n') end++;
+        p = end;
+        n++;
+    }
+    return n;
+}
+
 START_TEST(test_tune_end_to_end) {
     ck_assert_msg(file_exists(TINY_MODEL), "missing " TINY_MODEL);
     char dir[512], cmd[2048];
     snprintf(dir, sizeof dir, "%s/tune-out", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s %s -m tune -f %s --tokens 32 --kv-preset pertoken --max-bits 4 --out %s",
-             run_bin(), TINY_MODEL, TEXT, dir);
+    snprintf(cmd, sizeof cmd, "%s %s -m tune -f %s,%s --verify %s --tokens 32 --kv-preset pertoken --max-bits 4 --out %s",
+             run_bin(), TINY_MODEL, TEXT, MATH, DOCS, dir);
     char *out, *err;
     int rc = run_cmd(cmd, &out, &err);
     ck_assert_msg(rc == 0, "tune failed (%d): %s", rc, err);
-    ck_assert_msg(strstr(out, "tune preset pertoken front ") != NULL, "no result line: %s", out);
-    ck_assert_msg(strstr(err, "tune: sensitivity layer 2/2") != NULL, "no progress: %s", err);
+    ck_assert_msg(strstr(out, "tune preset pertoken front 4 groups ") && strstr(out, " tokens 32 kinds 2 wall_s "),
+                  "no result line: %s", out);
+    ck_assert_msg(strstr(err, "tune: gsm8k_worked: sensitivity layer 2/2") != NULL, "no progress: %s", err);
+    ck_assert_msg(strstr(err, "tune: verify design_doc ") != NULL, "no --verify run: %s", err);
     free(out); free(err);
-    const char *need[] = {"results.md", "heatmap.svg", "front.svg"};
-    for (int i = 0; i < 3; i++) {
+    const char *need[] = {"results.md", "heatmap.svg", "front.svg", "sensitivity.tsv"};
+    for (int i = 0; i < 4; i++) {
         char p[700];
         snprintf(p, sizeof p, "%s/%s", dir, need[i]);
         ck_assert_msg(file_exists(p), "missing %s", p);
@@ -101,28 +128,27 @@ START_TEST(test_tune_end_to_end) {
     char md[700];
     snprintf(md, sizeof md, "%s/results.md", dir);
     char *text = read_file(md, NULL);
-    ck_assert(strstr(text, "| KV4 | 4.000 |") != NULL);      // uniform configs under the cap...
-    ck_assert(strstr(text, "| K8V4 | 6.000 |") == NULL);     // ...and none above it
-    // The joint search measures the uniform configurations as candidates too, so on the
-    // calibration text every uniform one above 2 bits is matched or beaten by a tuned point
-    // with no more bits (columns: label, avg bits, bits/elem, predicted, calibration KL, ...).
-    double tb[32], tk[32], ub[8], uk[8];
-    int nt = 0, nu = 0;
-    for (char *ln = text; (ln = strstr(ln, "\n| ")) != NULL; ln++) {
-        char label[64];
-        double bits, bpe, pred, cal;
-        if (sscanf(ln, "\n| %63s | %lf | %lf | %lf | %lf |", label, &bits, &bpe, &pred, &cal) != 5) continue;
-        if (!strncmp(label, "tuned-", 6) && nt < 32) { tb[nt] = bits; tk[nt++] = cal; }
-        else if (label[0] == 'K' && nu < 8) { ub[nu] = bits; uk[nu++] = cal; }
+    // columns: the two calibration kinds, the in-domain mean, the kind it did not calibrate on
+    ck_assert(strstr(text, "| tinyshakespeare | gsm8k_worked | in-domain mean | **design_doc** (not calibrated on) |"));
+    ck_assert(strstr(text, "| KV4 | 4.000 |") != NULL);          // uniform configs under the cap...
+    ck_assert(strstr(text, "| KV2 | 2.000 |") != NULL);
+    ck_assert(strstr(text, "| K8V4 | 6.000 |") == NULL);         // ...and none above it
+    double v[16];
+    for (int b = 0; b < 4; b++) {
+        // The uniform configurations within a budget are candidates too, so every tuned point's
+        // worst-kind calibration ratio is at most 1; its held-back numbers are all there.
+        char label[32];
+        snprintf(label, sizeof label, "tuned-%.1f", 2.5 + 0.5 * b);
+        char *at = strstr(text, label);
+        ck_assert_msg(at != NULL, "no %s row", label);
+        const char *end = strchr(at, '|');
+        snprintf(label, sizeof label, "%.*s", (int)(end - at - 1), at);   // "tuned-4.0=KV4" too
+        ck_assert_int_eq(row_cells(text, label, v, 16), 8);
+        ck_assert_msg(v[2] <= 1.0, "%s: worst ratio %g", label, v[2]);
+        for (int k = 3; k < 7; k++) ck_assert_msg(v[k] > 0 && isfinite(v[k]), "%s: cell %d = %g", label, k, v[k]);
     }
-    ck_assert_int_ge(nt, 2);
-    ck_assert_int_eq(nu, 3);                                   // KV2, K4V2, KV4 under the cap
-    for (int u = 0; u < nu; u++) {
-        if (ub[u] <= 2.0) continue;
-        int matched = 0;
-        for (int t = 0; t < nt; t++) matched |= tb[t] <= ub[u] + 1e-9 && tk[t] <= uk[u];
-        ck_assert_msg(matched, "no tuned point at <= %.2f bits matches the uniform calibration KL %g", ub[u], uk[u]);
-    }
+    ck_assert(row_cells(text, "KV2", v, 16) == 8 && isnan(v[2]));
+    ck_assert(strstr(text, "| best uniform on design_doc |") != NULL);
     free(text);
     DIR *d = opendir(dir);
     ck_assert_ptr_nonnull(d);
@@ -134,7 +160,7 @@ START_TEST(test_tune_end_to_end) {
         n_yaml++;
         double bits = 0;
         ck_assert_msg(sscanf(e->d_name, "pertoken-%lf.yaml", &bits) == 1, "odd name %s", e->d_name);
-        ck_assert(bits >= 2.0 && bits <= 4.0);
+        ck_assert(bits >= 2.5 && bits <= 4.0);
         // every written config loads and runs
         snprintf(cmd, sizeof cmd, "%s %s -m compare -f %s --tokens 24 --kv-preset pertoken --kv-config %s/%s",
                  run_bin(), TINY_MODEL, TEXT, dir, e->d_name);
@@ -144,23 +170,26 @@ START_TEST(test_tune_end_to_end) {
         free(out); free(err);
     }
     closedir(d);
-    ck_assert_int_ge(n_yaml, 2);
+    ck_assert_int_eq(n_yaml, 4);                                 // one per budget: 2.5 .. 4.0
 
-    // the saved sensitivity table is reused as is by a second search (one group: every
-    // layer at one pair, so the front is the uniform configurations under the cap)
+    // The saved tables are reused as they are by a second search on one of the two kinds (one
+    // group: every layer at one pair), which measures no sensitivity and writes that kind's rows.
     char dir2[600], t1[700], t2[700];
     snprintf(dir2, sizeof dir2, "%s/tune-out2", test_tmpdir());
     snprintf(t1, sizeof t1, "%s/sensitivity.tsv", dir);
     snprintf(t2, sizeof t2, "%s/sensitivity.tsv", dir2);
     snprintf(cmd, sizeof cmd, "%s %s -m tune -f %s --tokens 32 --kv-preset pertoken --groups 1 --sensitivity %s --out %s",
-             run_bin(), TINY_MODEL, TEXT, t1, dir2);
+             run_bin(), TINY_MODEL, MATH, t1, dir2);
     rc = run_cmd(cmd, &out, &err);
     ck_assert_msg(rc == 0, "tune --sensitivity failed: %s", err);
-    ck_assert(strstr(err, "sensitivity table read from") != NULL && strstr(err, "sensitivity layer") == NULL);
-    ck_assert(strstr(out, " groups 1 ") != NULL);
+    ck_assert(strstr(err, "sensitivity tables read from") != NULL && strstr(err, "sensitivity layer") == NULL);
+    ck_assert(strstr(out, " groups 1 tokens 32 kinds 1 ") != NULL);
     free(out); free(err);
     char *a = read_file(t1, NULL), *b = read_file(t2, NULL);
-    ck_assert_str_eq(a, b);
+    char *math_rows = strstr(a, "\ngsm8k_worked\t");
+    ck_assert_ptr_nonnull(math_rows);
+    ck_assert_ptr_nonnull(strstr(b, math_rows));                 // the same rows, byte for byte
+    ck_assert_ptr_null(strstr(b, "tinyshakespeare"));
     free(a); free(b);
 }
 END_TEST
@@ -210,6 +239,47 @@ START_TEST(test_tune_bad_input) {
     expect_fail(args, "bad.tsv");
     snprintf(args, sizeof args, "-f %s --kv kv4 --kv-preset pertoken --tokens 32 --out %s/x", TEXT, tmp);
     expect_fail(args, "--kv");
+    // the list of calibration files and --verify
+    snprintf(args, sizeof args, "-f %s,,%s --tokens 32 --out %s/x", TEXT, MATH, tmp);
+    expect_fail(args, "empty file name");
+    snprintf(args, sizeof args, "-f %s, --tokens 32 --out %s/x", TEXT, tmp);
+    expect_fail(args, "empty file name");
+    snprintf(args, sizeof args, "-f %s,%s --tokens 32 --out %s/x", TEXT, TEXT, tmp);
+    expect_fail(args, "the same file twice");
+    snprintf(sub, sizeof sub, "%s/tinyshakespeare.md", tmp);      // a second kind of the same name
+    write_bytes(sub, "x\n", 2);
+    snprintf(args, sizeof args, "-f %s,%s --tokens 32 --out %s/x", TEXT, sub, tmp);
+    expect_fail(args, "a second kind named 'tinyshakespeare'");
+    snprintf(args, sizeof args, "-f %s,%s,%s,%s,%s,%s,%s,%s --tokens 32 --out %s/x", TEXT, TEXT, TEXT, TEXT, TEXT, TEXT,
+             TEXT, TEXT, tmp);
+    expect_fail(args, "more than 7 calibration files");
+    snprintf(args, sizeof args, "-f %s --verify %s --tokens 32 --out %s/x", TEXT, TEXT, tmp);
+    expect_fail(args, "--verify");                              // not a kind it did not see
+    snprintf(args, sizeof args, "-f %s --verify %s --verify %s --tokens 32 --out %s/x", TEXT, DOCS, MATH, tmp);
+    expect_fail(args, "--verify: given twice");
+    snprintf(args, sizeof args, "-f %s --verify %s/none.txt --tokens 32 --out %s/x", TEXT, tmp, tmp);
+    expect_fail(args, "none.txt");
+    snprintf(args, sizeof args, "-f %s --verify %s --tokens 32 --out %s/x", TEXT, p, tmp);   // 8 bytes: too short
+    expect_fail(args, "too short");
+    snprintf(args, sizeof args, "-f %s --tokens 32 --out %s/x --verify", TEXT, tmp);
+    expect_fail(args, "--verify: missing value");
+    snprintf(args, sizeof args, "-f %s --verify '' --tokens 32 --out %s/x", TEXT, tmp);
+    expect_fail(args, "--verify: empty file name");
+    // a sensitivity table without the kind, or measured on another token count
+    snprintf(p, sizeof p, "%s/one.tsv", tmp);
+    const char *tsv = "# options: KV2 K2V4 K2V8 K4V2 KV4 K4V8 K8V2 K8V4 KV8\n"
+                      "gsm8k_worked\t32\t0\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t111111111\n";
+    write_bytes(p, tsv, strlen(tsv));
+    snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", TEXT, p, tmp);
+    expect_fail(args, "no line for kind 'tinyshakespeare' layer 0");
+    snprintf(args, sizeof args, "-f %s --tokens 48 --sensitivity %s --out %s/x", MATH, p, tmp);
+    expect_fail(args, "measured on 32 tokens");
+    snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", MATH, p, tmp);
+    expect_fail(args, "no line for kind 'gsm8k_worked' layer 1");   // tiny has 2 layers
+    const char *old = "# options: KV2 K4V2 KV4\n";
+    write_bytes(p, old, strlen(old));
+    snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", MATH, p, tmp);
+    expect_fail(args, "the options are not this tuner's");
 }
 END_TEST
 

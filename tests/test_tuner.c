@@ -1,6 +1,7 @@
 // test_tuner.c: the tuner's search on synthetic sensitivity tables with known answers —
-// pruning (ties, an all-equal layer), clustering (determinism, a planted 2-cluster case),
-// the DP Pareto front against brute force — and its writers.
+// pruning (ties, an all-equal layer), the estimates of unmeasured pairs, the combination of
+// several kinds of text, clustering (determinism, a planted 2-cluster case), the DP Pareto
+// front against brute force, the worst-kind selection objective — and its writers.
 #include "testutil.h"
 #include "../quant/tuner.h"
 #include "../util/util.h"
@@ -347,6 +348,94 @@ START_TEST(test_writers) {
 }
 END_TEST
 
+
+// Pairs off a layer's attention-error front get err[q] * (aux_p / aux_q)^2 from the nearest
+// measured pair q dominating them on aux, and then prune away; measured entries stay.
+START_TEST(test_fill_skipped) {
+    //                     KV2   K2V4  K2V8  K4V2  KV4   K4V8  K8V2  K8V4  KV8
+    double aux[TUNE_NPAIRS] = {0.40, 0.30, 0.29, 0.20, 0.10, 0.08, 0.19, 0.05, 0.01};
+    double err[TUNE_NPAIRS] = {4.0, -1, -1, 1.0, 0.2, -1, -1, 0.05, 0.001};   // -1: not measured
+    unsigned char tail[TUNE_NPAIRS];
+    tune_prune_pairs(aux, tail);            // the aux front: KV2, K4V2, KV4, K8V4, KV8
+    unsigned char want[TUNE_NPAIRS] = {1, 0, 0, 1, 1, 0, 0, 1, 1};
+    ck_assert(memcmp(tail, want, sizeof want) == 0);
+    tune_fill_skipped(err, aux, tail);
+    ck_assert(err[0] == 4.0 && err[3] == 1.0 && err[4] == 0.2 && err[7] == 0.05 && err[8] == 0.001);
+    // K2V4 (cost 6): dominated on aux by K4V2 (cost 6, 0.20) only; 1.0 * (0.30 / 0.20)^2
+    ck_assert_double_eq_tol(err[1], 2.25, 1e-12);
+    // K2V8 (cost 10, 0.29): K4V2 (0.20) and KV4 (0.10) dominate it; the nearest is K4V2
+    ck_assert_double_eq_tol(err[2], 1.0 * (0.29 / 0.20) * (0.29 / 0.20), 1e-12);
+    // K8V2 (cost 10, 0.19): K4V2 does not dominate it on aux (0.20 > 0.19), KV4 does
+    ck_assert_double_eq_tol(err[6], 0.2 * (0.19 / 0.10) * (0.19 / 0.10), 1e-12);
+    // K4V8 (cost 12, 0.08): KV4 (0.10) does not dominate it; K8V4 (0.05, cost 12) does
+    ck_assert_double_eq_tol(err[5], 0.05 * (0.08 / 0.05) * (0.08 / 0.05), 1e-12);
+    unsigned char keep[TUNE_NPAIRS];        // every estimated pair prunes away again
+    tune_prune_pairs(err, keep);
+    for (int p = 0; p < TUNE_NPAIRS; p++) if (!tail[p]) ck_assert_int_eq(keep[p], 0);
+    // an estimate is never below its dominating pair's error (an equal aux: the same error)
+    double aux2[TUNE_NPAIRS] = {0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4};
+    double err2[TUNE_NPAIRS] = {3.0, -1, -1, -1, -1, -1, -1, -1, -1};
+    tune_prune_pairs(aux2, tail);           // all equal: only KV2 is kept
+    tune_fill_skipped(err2, aux2, tail);
+    for (int p = 0; p < TUNE_NPAIRS; p++) ck_assert(err2[p] == 3.0);
+}
+END_TEST
+
+// Kinds weigh the same relative to their own KV4 error: a kind 10x as sensitive everywhere
+// changes nothing but the scale, and uniform KV4 predicts the mean of the kinds' KV4 errors.
+START_TEST(test_combine_kinds) {
+    const int L = 5;
+    SensTable k[2], one, two;
+    random_senstable(&k[0], L, 11);
+    build_senstable(&k[1], L);
+    for (int i = 0; i < L * TUNE_NPAIRS; i++) { k[1].err[i] = 10 * k[0].err[i]; k[1].aux[i] = 3 * k[0].aux[i]; }
+    k[1].tail[7] = 0;
+    tune_combine_kinds(k, 1, &one);
+    tune_combine_kinds(k, 2, &two);
+    double z0 = 0, z1 = 0, c = 0;
+    int kv4 = tune_pair_index(4, 4);
+    for (int l = 0; l < L; l++) { z0 += sens_err(&k[0], l)[kv4]; z1 += sens_err(&k[1], l)[kv4]; c += sens_err(&two, l)[kv4]; }
+    ck_assert_double_eq_tol(c, (z0 + z1) / 2, 1e-12 * c);
+    for (int i = 0; i < L * TUNE_NPAIRS; i++) {
+        ck_assert(one.err[i] == k[0].err[i]);                        // one kind: its own table
+        ck_assert_double_eq_tol(two.err[i], 5.5 * k[0].err[i], 1e-12 * two.err[i]);
+        ck_assert_double_eq_tol(two.aux[i], 2 * k[0].aux[i], 1e-12);
+        ck_assert_int_eq(two.tail[i], i != 7);                       // measured only if in both
+    }
+    free_senstable(&k[0]); free_senstable(&k[1]); free_senstable(&one); free_senstable(&two);
+}
+END_TEST
+
+// The selection objective on a hand-made table of 3 kinds: the least worst ratio wins even
+// against a better mean; ties go to fewer bits, then the better mean; rows with a kind not
+// measured are skipped.
+START_TEST(test_pick_worst_kind) {
+    // (dyadic numbers: every ratio below is exact, so the ties are ties)
+    const double ref[3] = {0.125, 0.03125, 0.5};
+    double kl[5][3] = {
+        {0.125, 0.03125, 0.5},         // 0: the best uniform itself: worst 1, mean 1
+        {0.0625, 0.015625, 0.625},     // 1: ratios .5 .5 1.25: mean 0.75, but kind 2 loses
+        {0.109375, 0.029296875, 0.4375},  // 2: ratios .875 .9375 .875: worst 0.9375
+        {0.0625, NAN, 0.25},           // 3: not measured on kind 1: skipped
+        {0.1171875, 0.0234375, 0.375}, // 4: ratios .9375 .75 .75: the same worst, mean 0.8125
+    };
+    int cost[5] = {120, 120, 118, 100, 120};
+    ck_assert(tune_worst_ratio(kl[1], ref, 3) == 1.25);
+    ck_assert(tune_mean_ratio(kl[1], ref, 3) == 0.75);
+    ck_assert(isnan(tune_worst_ratio(kl[3], ref, 3)));
+    ck_assert_int_eq(tune_pick(&kl[0][0], cost, 2, ref, 3), 0);       // the worst kind decides
+    ck_assert_int_eq(tune_pick(&kl[0][0], cost, 5, ref, 3), 2);       // equal worst: cheaper
+    cost[4] = 118;
+    ck_assert_int_eq(tune_pick(&kl[0][0], cost, 5, ref, 3), 4);       // equal cost: better mean
+    ck_assert_int_eq(tune_pick(&kl[3][0], cost + 3, 1, ref, 3), -1);  // nothing complete
+    // a mean-optimal choice would take 1 here; the worst-kind objective must not
+    double mean_best = 1e9; int mean_arg = -1;
+    for (int i = 0; i < 3; i++) if (tune_mean_ratio(kl[i], ref, 3) < mean_best) { mean_best = tune_mean_ratio(kl[i], ref, 3); mean_arg = i; }
+    ck_assert_int_eq(mean_arg, 1);
+    ck_assert_int_ne(tune_pick(&kl[0][0], cost, 3, ref, 3), 1);
+}
+END_TEST
+
 static Suite *tuner_suite(void) {
     Suite *s = suite_create("tuner");
     TCase *tc = tcase_create("search");
@@ -360,6 +449,9 @@ static Suite *tuner_suite(void) {
     tcase_add_test(tc, test_best_equals_brute);
     tcase_add_test(tc, test_dp_known);
     tcase_add_test(tc, test_writers);
+    tcase_add_test(tc, test_fill_skipped);
+    tcase_add_test(tc, test_combine_kinds);
+    tcase_add_test(tc, test_pick_worst_kind);
     suite_add_tcase(s, tc);
     return s;
 }
