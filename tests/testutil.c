@@ -21,10 +21,11 @@ const char *run_bin(void) { return bin(0, "run"); }
 const char *export_bin(void) { return bin(1, "export"); }
 
 const char *test_tmpdir(void) {
-    static char dir[64];
+    static char dir[200];
     if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/kvt-test-XXXXXX");
-        if (!mkdtemp(dir)) fatal("cannot create a temporary directory");
+        const char *tmp = getenv("TMPDIR");             // the system's temporary folder
+        snprintf(dir, sizeof dir, "%s/kvt-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(dir)) fatal("cannot create a temporary directory in %s", tmp && *tmp ? tmp : "/tmp");
     }
     return dir;
 }
