@@ -130,6 +130,7 @@ void free_kvcache(KVCache *c) {
     free(c->streams);
     free(c->len);
     free(c->spec.bits);
+    free(c->spec.rotate);
     free(c);
 }
 
