@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void short_file(const char *path, uint64_t size) {
+__attribute__((noreturn)) static void short_file(const char *path, uint64_t size) {
     fatal("%s: not a model.bin file (%llu bytes, shorter than the %d-byte header)", path, (unsigned long long)size,
           MODELBIN_HEADER_SIZE);
 }
