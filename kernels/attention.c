@@ -15,11 +15,13 @@
 //  4. GQA: a KV head's keys and values are read once for all the query heads that share it.
 //
 // Chunks start at fixed positions and merge in a fixed order, so a result depends on nothing
-// but the data. A prompt runs as a block of positions (attend_block): each position appends
-// its key and value and attends, in order, as a decode step would; the chunks that are
-// complete and fixed before the block (sink and quantized tokens, which no later append
-// changes) are computed once for all the block's queries, each query exactly as alone. Batched
-// prefill thus gives bit for bit the cache and outputs of token-by-token decoding (docs/DESIGN.md §3).
+// but the data. The position's own key and value (the seed's timing: it sees itself as
+// computed, then it is stored, docs/DESIGN.md §3.3) enter in merge() as one more chunk of one
+// token. A prompt runs as a block of positions (attend_block): each position attends and then
+// appends its key and value, in order, as a decode step would; the chunks that are complete
+// and fixed before the block (sink and quantized tokens, which no later append changes) are
+// computed once for all the block's queries, each query exactly as alone. Batched prefill thus
+// gives bit for bit the cache and outputs of token-by-token decoding (docs/DESIGN.md §3.5).
 //
 // One decode token's attention: forward (model/forward.c) → attention_layer → attend_block →
 // attend_chunk → the inner loops (key_codes, softmax, value_codes, ... of an AttnKernels table).
@@ -70,8 +72,10 @@ typedef struct {
     const AttnKernels *kern;
     const KVCache *cache;
     int layer, n_kv, gq, hd, nq;   // nq: queries in the block
-    int appends;                   // 1: query i sees the cache after appending positions 0..i
+    int appends;                   // 1: query i sees the cache after appending positions 0..i-1,
+                                   //   and its own position is appended after it attends
     int64_t len0;                  // tokens cached before the block
+    float *own;                    // [nq][2][n_kv·hd]: query i's own k and v, rounded to fp16; or NULL
     KVStreamView *kv;              // [n_kv][2]: each KV head's keys and values, as they stand now
     Query *query;                  // [nq][n_kv]
     int64_t *fixed;                // [n_kv]: chunks complete and fixed before the block
@@ -89,8 +93,8 @@ static float *stat(const Block *b, int i, int kh, int64_t ch) {
     return b->stat + (((int64_t)i * b->n_kv + kh) * b->stride + ch) * b->gq * 2;
 }
 static int64_t chunks_of(int64_t tokens) { return (tokens + ATTN_CHUNK - 1) / ATTN_CHUNK; }
-// Tokens query i sees.
-static int64_t tokens_of(const Block *b, int i) { return b->len0 + (b->appends ? i + 1 : 0); }
+// Cached tokens query i sees (its own position not counted).
+static int64_t tokens_of(const Block *b, int i) { return b->len0 + (b->appends ? i : 0); }
 
 static void refresh_views(Block *b) {
     for (int kh = 0; kh < b->n_kv; kh++)
@@ -126,13 +130,13 @@ static void prepare_query(Query *q, const AttnKernels *kern, const float *qf, co
     }
 }
 
-// A block of up to nq queries (query i at q + i·q_stride, [n_kv·gq][hd]) against `layer`;
-// with appends, query i comes after appending positions 0..i. The block holds at most 16 MB
-// of partial outputs; returns the queries it took.
-static int build_block(Block *b, const KVCache *c, int layer, const float *q, int64_t q_stride, int nq, int appends) {
+// A block of the positions of x from j0 on (at most 16 MB of partial outputs) against
+// `layer`; with appends, query i comes after appending positions j0..j0+i-1. Returns the
+// queries it took.
+static int build_block(Block *b, const KVCache *c, int layer, const AttnRows *x, int j0, int appends) {
     const KVSpec *sp = kvcache_spec(c);
-    int n_kv = sp->n_kv_heads, hd = sp->head_dim, gq = b->gq;
-    int64_t len0 = kvcache_len(c, layer);
+    int n_kv = sp->n_kv_heads, hd = sp->head_dim, gq = b->gq, nq = x->n - j0;
+    int64_t len0 = kvcache_len(c, layer), q_stride = (int64_t)x->n_heads * hd, kvd = (int64_t)n_kv * hd;
     size_t per_query = (size_t)(n_kv * chunks_of(len0 + (appends ? nq : 0)) * gq) * (size_t)(hd + 2);
     int64_t fit = (int64_t)((size_t)(16 << 20) / (per_query * sizeof(float)));
     if (nq > fit) nq = fit > 1 ? (int)fit : 1;
@@ -144,6 +148,15 @@ static int build_block(Block *b, const KVCache *c, int layer, const float *q, in
     b->fixed = xcalloc((size_t)n_kv, sizeof(int64_t));
     b->part = xmalloc(sizeof(float) * (size_t)nq * n_kv * b->stride * gq * (hd + 2));
     b->stat = b->part + (size_t)nq * n_kv * b->stride * gq * hd;
+    b->own = NULL;
+    if (x->k) {                                   // as the cache would store them
+        b->own = xmalloc(sizeof(float) * (size_t)(nq * 2 * kvd));
+        for (int i = 0; i < nq; i++)
+            for (int64_t e = 0; e < kvd; e++) {
+                b->own[(2 * i) * kvd + e] = fp16_round(x->k[(j0 + i) * kvd + e]);
+                b->own[(2 * i + 1) * kvd + e] = fp16_round(x->v[(j0 + i) * kvd + e]);
+            }
+    }
     refresh_views(b);
     size_t per = (size_t)gq * hd, nqk = (size_t)nq * n_kv;   // per (query, KV head): q, its int16 copy
     float *f = xmalloc(nqk * (per * sizeof(float) + 2 * per * sizeof(int16_t) + (gq + per) * sizeof(float)));
@@ -154,14 +167,14 @@ static int build_block(Block *b, const KVCache *c, int layer, const float *q, in
         for (int kh = 0; kh < n_kv; kh++) {
             size_t j = (size_t)i * n_kv + kh;
             b->query[j].gq = gq; b->query[j].hd = hd;
-            prepare_query(&b->query[j], b->kern, q + i * q_stride + (int64_t)kh * (int64_t)per, &b->kv[2 * kh],
+            prepare_query(&b->query[j], b->kern, x->q + (j0 + i) * q_stride + (int64_t)kh * (int64_t)per, &b->kv[2 * kh],
                           f + j * per, i16 + 2 * j * per, a + j * (gq + per));
         }
     return nq;
 }
 
 static void free_block(Block *b) {
-    free(b->kv); free(b->query); free(b->fixed); free(b->part); free(b->mem);
+    free(b->kv); free(b->query); free(b->fixed); free(b->part); free(b->own); free(b->mem);
 }
 
 // Chunks of each KV head that are complete and below the quantized end of both its streams:
@@ -214,11 +227,20 @@ static void attend_chunk(const Block *b, int kh, int64_t ch, int i0, int i1) {
 }
 
 // Query i, query head hh: out = Σ_ch e^(max_ch − M) o_ch / Σ_ch e^(max_ch − M) sum_ch, with M
-// the largest chunk max, chunks in order.
+// the largest chunk max, chunks in order; then the query's own key and value, a chunk of one
+// token with max = its score a and sum = 1.
 static void merge(const Block *b, int i, int hh) {
     int kh = hh / b->gq, h = hh % b->gq, hd = b->hd;
     int64_t n = chunks_of(tokens_of(b, i));
-    float *restrict out = b->out + i * b->out_stride + (int64_t)hh * hd, mx = -INFINITY, total = 0.0f;
+    float *restrict out = b->out + i * b->out_stride + (int64_t)hh * hd, mx = -INFINITY, total = 0.0f, a = 0.0f;
+    const float *own_k = NULL, *own_v = NULL;
+    if (b->own) {
+        own_k = b->own + ((int64_t)2 * i * b->n_kv + kh) * hd;
+        own_v = own_k + (int64_t)b->n_kv * hd;
+        const float *q = b->query[(size_t)i * b->n_kv + kh].q + (int64_t)h * hd;   // scaled by 1/√d
+        for (int c = 0; c < hd; c++) a += q[c] * own_k[c];
+        mx = a;
+    }
     for (int64_t ch = 0; ch < n; ch++) mx = fmaxf(mx, stat(b, i, kh, ch)[2 * h]);
     memset(out, 0, sizeof(float) * (size_t)hd);
     for (int64_t ch = 0; ch < n; ch++) {
@@ -226,6 +248,11 @@ static void merge(const Block *b, int i, int hh) {
         const float *restrict o = part(b, i, kh, ch) + (int64_t)h * hd;
         total += w * stat(b, i, kh, ch)[2 * h + 1];
         for (int c = 0; c < hd; c++) out[c] += w * o[c];
+    }
+    if (own_v) {
+        float w = expf(a - mx);
+        total += w;
+        for (int c = 0; c < hd; c++) out[c] += w * own_v[c];
     }
     for (int c = 0; c < hd; c++) out[c] /= total;
 }
@@ -237,13 +264,13 @@ static void append_row(KVCache *c, int layer, const AttnRows *x, int j) {
     kvcache_append(c, layer, x->k + (size_t)j * kvd, x->v + (size_t)j * kvd);
 }
 
-// The block's queries in position order (with x: positions j0.. of x, each appended first).
-// One parallel region per block. The fixed chunks for all queries and query 0's other chunks
-// share one loop; each later query is one append (after a barrier: the append may rewrite the
-// window the previous query read) and one loop. A decode step (one query) is thus one fork
-// and join per layer with no barrier inside; its merge runs after the join.
+// The block's queries in position order (with x: positions j0.. of x, each appended after it
+// attends). One parallel region per block. The fixed chunks for all queries and query 0's
+// other chunks share one loop; each later query is one append of the previous position (after
+// a barrier: the append may rewrite the window the previous query read) and one loop. A decode
+// step (one query) is thus one fork and join per layer with no barrier inside; its merge and
+// its append run after the join.
 static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
-    if (x) { append_row(c, b->layer, x, j0); refresh_views(b); }
     int64_t n_fixed = count_fixed(b);
     int heads = b->n_kv * b->gq;
     // Threads pay off only with enough to read: below ~1k (token, KV head) rows per query the
@@ -255,7 +282,7 @@ static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
         for (int i = 0; i < b->nq; i++) {
             if (i > 0) {
                 #pragma omp single
-                { append_row(c, b->layer, x, j0 + i); refresh_views(b); }
+                { append_row(c, b->layer, x, j0 + i - 1); refresh_views(b); }
             }
             int64_t shared = i == 0 ? n_fixed : 0, upto = chunks_of(tokens_of(b, i)), own = 0;
             for (int kh = 0; kh < b->n_kv; kh++) own += upto - b->fixed[kh];
@@ -281,6 +308,7 @@ static void attend_block(Block *b, KVCache *c, const AttnRows *x, int j0) {
     }
     if (b->nq == 1)
         for (int hh = 0; hh < heads; hh++) merge(b, 0, hh);
+    if (x) append_row(c, b->layer, x, j0 + b->nq - 1);
 }
 
 static int query_groups(const KVCache *c, int n_heads) {
@@ -289,20 +317,27 @@ static int query_groups(const KVCache *c, int n_heads) {
     return n_heads / n_kv;
 }
 
-void attention_query(const KVCache *c, int layer, const float *q, int n_heads, float *out, AttnImpl impl) {
-    int gq = query_groups(c, n_heads), hd = kvcache_spec(c)->head_dim;
-    if (kvcache_len(c, layer) == 0) { memset(out, 0, sizeof(float) * (size_t)n_heads * hd); return; }
+void attention_query(const KVCache *c, int layer, const AttnRows *x, AttnImpl impl) {
+    int gq = query_groups(c, x->n_heads), hd = kvcache_spec(c)->head_dim;
+    if (x->n != 1) fatal("attention_query: %d positions, takes one", x->n);
+    if (kvcache_len(c, layer) == 0 && !x->k) { memset(x->out, 0, sizeof(float) * (size_t)x->n_heads * hd); return; }
     if (impl == ATTN_REFERENCE) {
+        size_t kvd = (size_t)kvcache_spec(c)->n_kv_heads * hd;
+        float *own = x->k ? xmalloc(sizeof(float) * 2 * kvd) : NULL;   // as the cache would store them
+        for (size_t e = 0; own && e < kvd; e++) { own[e] = fp16_round(x->k[e]); own[kvd + e] = fp16_round(x->v[e]); }
         #pragma omp parallel for schedule(static)
-        for (int h = 0; h < n_heads; h++) {
+        for (int h = 0; h < x->n_heads; h++) {
             KVStreamView k = kvcache_view(c, layer, h / gq, 0), v = kvcache_view(c, layer, h / gq, 1);
-            attention_ref_head(&k, &v, q + (size_t)h * hd, out + (size_t)h * hd);
+            size_t o = (size_t)(h / gq) * hd;
+            attention_ref_head(&k, &v, own ? own + o : NULL, own ? own + kvd + o : NULL, x->q + (size_t)h * hd,
+                               x->out + (size_t)h * hd);
         }
+        free(own);
         return;
     }
-    Block b = { .kern = kernels_for(impl), .gq = gq, .out = out };
+    Block b = { .kern = kernels_for(impl), .gq = gq, .out = x->out };
     if (!b.kern) fatal("attention: %s does not run on this CPU", attention_name(impl));
-    build_block(&b, c, layer, q, 0, 1, 0);
+    build_block(&b, c, layer, x, 0, 0);
     attend_block(&b, NULL, NULL, 0);
     free_block(&b);
 }
@@ -328,15 +363,17 @@ void attention_layer(KVCache *c, int layer, const AttnRows *rows, AttnImpl impl)
     float *buf = kv_layer_transforms(sp, layer) ? to_cache_coordinates(sp, layer, rows, &y) : NULL;
     const AttnRows *x = &y;
     if (impl == ATTN_REFERENCE) {
+        size_t kvd = (size_t)sp->n_kv_heads * sp->head_dim;
         for (int j = 0; j < x->n; j++) {
+            AttnRows one = { x->q + j * qd, x->k + j * kvd, x->v + j * kvd, x->out + j * qd, 1, x->n_heads };
+            attention_query(c, layer, &one, ATTN_REFERENCE);
             append_row(c, layer, x, j);
-            attention_query(c, layer, x->q + j * qd, x->n_heads, x->out + j * qd, ATTN_REFERENCE);
         }
     } else {
         for (int j0 = 0; j0 < x->n;) {
             Block b = { .kern = kernels_for(impl), .gq = gq, .out = x->out + j0 * qd, .out_stride = (int64_t)qd };
             if (!b.kern) fatal("attention: %s does not run on this CPU", attention_name(impl));
-            int nq = build_block(&b, c, layer, x->q + j0 * qd, (int64_t)qd, x->n - j0, 1);
+            int nq = build_block(&b, c, layer, x, j0, 1);
             attend_block(&b, c, x, j0);
             free_block(&b);
             j0 += nq;

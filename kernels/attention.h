@@ -32,23 +32,29 @@ typedef enum {
 typedef struct {
     const float *q;         // [n][n_heads * head_dim], RoPE applied
     const float *k, *v;     // [n][n_kv_heads * head_dim]: the positions' own keys and values
+                            //   (attention_query: NULL, the position attends to the cache alone)
     float *out;             // [n][n_heads * head_dim]
     int n;                  // positions
     int n_heads;            // query heads, a multiple of the cache's KV heads (GQA)
 } AttnRows;
 
-// Position by position, in order: append its k and v to `layer` of the cache, then attend
-// with its q over every cached token (docs/DESIGN.md §3). A batch of positions gives exactly
-// the cache and the outputs that one call per position gives.
+// Position by position, in order: attend with its q over every cached token and over its own
+// k and v as computed (rounded to fp16, as the cache stores them), then append its k and v to
+// `layer` of the cache, where they are quantized if the cache's regions say so. This is the
+// seed's timing (docs/DESIGN.md §3.3): a token sees itself unquantized, every earlier token as
+// stored. A batch of positions gives exactly the cache and the outputs that one call per
+// position gives.
 void attention_layer(KVCache *c, int layer, const AttnRows *x, AttnImpl impl);
 
-// One query position over `layer` as the cache holds it (nothing appended):
-// q, out [n_heads * head_dim].
-void attention_query(const KVCache *c, int layer, const float *q, int n_heads, float *out, AttnImpl impl);
+// One query position (x->n == 1) over `layer` as the cache holds it, and over x->k, x->v if
+// they are given, as attention_layer's attention step; nothing is appended.
+void attention_query(const KVCache *c, int layer, const AttnRows *x, AttnImpl impl);
 
 // The reference for one query head q [head_dim] over every token of one KV head's key and
-// value streams: out [head_dim] (kernels/attention_ref.c).
-void attention_ref_head(const KVStreamView *k, const KVStreamView *v, const float *q, float *out);
+// value streams, and then over the position's own key and value rows own_k, own_v [head_dim]
+// (fp16-rounded; NULL: none): out [head_dim] (kernels/attention_ref.c).
+void attention_ref_head(const KVStreamView *k, const KVStreamView *v, const float *own_k, const float *own_v,
+                        const float *q, float *out);
 
 // 1 if this machine runs `impl` (ATTN_FAST_AVX2 needs AVX2, FMA and F16C).
 int attention_available(AttnImpl impl);

@@ -2,9 +2,10 @@
 //
 // Per layer, the projections (matmuls) run over all n tokens at once — they read each weight
 // once per batch instead of once per token, which is what makes prefill fast. Attention then
-// runs position by position in order: token t appends its K/V to the cache and attends over
-// everything cached so far, so a batched prefill fills and reads the (possibly quantized)
-// cache exactly as token-by-token decoding would (docs/DESIGN.md §3).
+// runs position by position in order: token t attends over everything cached before it and
+// over its own K/V as computed, then appends its K/V to the cache (the seed's timing), so a
+// batched prefill fills and reads the (possibly quantized) cache exactly as token-by-token
+// decoding would (docs/DESIGN.md §3.3, §3.5).
 #include "model.h"
 #include "../kernels/kernels.h"
 #include "../util/util.h"
@@ -121,8 +122,9 @@ float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, i
     embed_rows(m, s, tokens, n, "forward");
     for (int l = 0; l < c->n_layers; l++) {
         layer_qkv(m, s, l, n, pos);
-        // In position order, token t appends its K/V and then attends over everything cached
-        // so far (docs/DESIGN.md §3); the cache chunks fixed before the batch are read once for all n.
+        // In position order, token t attends over everything cached before it and its own K/V,
+        // then appends its K/V (docs/DESIGN.md §3.3); the cache chunks fixed before the batch
+        // are read once for all n.
         AttnRows rows = layer_attn_rows(c, s, n);
         attention_layer(cache, l, &rows, m->attention);
         layer_out_ffn(m, s, l, n, s->att_out);

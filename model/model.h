@@ -63,8 +63,8 @@ float *forward(const Model *m, RunState *s, KVCache *cache, const int *tokens, i
 
 // One decode step of n independent sequences: row t is tokens[t] at position pos[t] of its own
 // cache caches[t] (pos[t] must equal that cache's length; no cache twice). The matmuls run
-// all rows at once, so the weights are read once per step; each row then appends and attends
-// against its own cache. Row t's result is bit-identical to forward(.., caches[t], &tokens[t],
+// all rows at once, so the weights are read once per step; each row then attends against
+// its own cache and appends to it. Row t's result is bit-identical to forward(.., caches[t], &tokens[t],
 // 1, pos[t], ..) (matmul rows do not depend on the batch). n <= max_batch. Returns logits [n][vocab].
 float *forward_rows(const Model *m, RunState *s, KVCache **caches, const int *tokens, const int64_t *pos, int n);
 

@@ -8,6 +8,8 @@
 //     there and quantize the oldest as it leaves (R = 0: quantize on append); per-channel
 //     keys (KIVI) gather R tokens and then quantize all R at once, in blocks of G tokens;
 //   - a quantized token is never requantized. Quantization reads the token's fp16 value.
+// A position attends before its K/V are appended (kernels/attention.h), so it sees itself
+// unquantized and every earlier token as stored (docs/DESIGN.md §3.3).
 // Every stored value is first rounded to fp16, so the fp16 baseline and the quantizers see
 // the same numbers. A non-finite K/V element, or one beyond the fp16 range, is fatal.
 #ifndef KVT_KVCACHE_H

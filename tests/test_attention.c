@@ -1,6 +1,7 @@
 // test_attention.c: the attention over the packed cache (kernels/attention.h).
 //  - The reference (kernels/attention_ref.c) against softmax(q·Kᵀ/√d)·V in double over an
-//    explicitly dequantized copy of the cache (kvcache_read).
+//    explicitly dequantized copy of the cache (kvcache_read), with and without the position's
+//    own key and value (the seed's timing: they join as one more token, rounded to fp16).
 //  - Every fast variant this CPU runs against the reference, within ATTN_TOLERANCE of each
 //    head's largest value, over every cache kind: fp16, per-token (quantize on append), groups
 //    with a residual window that wraps, attention sinks, KIVI per-channel keys, per-head mixed
@@ -25,17 +26,24 @@ static float randf(void) {
     return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-// softmax(q·Kᵀ/√d)·V in double, over kvcache_read's dequantized rows.
-static void textbook(const KVCache *c, int layer, const float *q, int n_heads, float *out) {
+// softmax(q·Kᵀ/√d)·V in double, over kvcache_read's dequantized rows and then, if x has
+// them, the position's own key and value rounded to fp16.
+static void textbook(const KVCache *c, int layer, const AttnRows *x) {
     const KVSpec *s = kvcache_spec(c);
-    int hd = s->head_dim, gq = n_heads / s->n_kv_heads;
-    int64_t T = kvcache_len(c, layer);
+    int hd = s->head_dim, gq = x->n_heads / s->n_kv_heads;
+    const float *q = x->q;
+    float *out = x->out;
+    int64_t T = kvcache_len(c, layer) + (x->k ? 1 : 0);
     float *K = xmalloc(sizeof(float) * (size_t)(T * hd)), *V = xmalloc(sizeof(float) * (size_t)(T * hd));
     double *p = xmalloc(sizeof(double) * (size_t)T);
     for (int kh = 0; kh < s->n_kv_heads; kh++) {
-        for (int64_t t = 0; t < T; t++) {
+        for (int64_t t = 0; t < kvcache_len(c, layer); t++) {
             kvcache_read(c, layer, kh, 0, t, K + t * hd);
             kvcache_read(c, layer, kh, 1, t, V + t * hd);
+        }
+        for (int i = 0; x->k && i < hd; i++) {
+            K[(T - 1) * hd + i] = fp16_round(x->k[kh * hd + i]);
+            V[(T - 1) * hd + i] = fp16_round(x->v[kh * hd + i]);
         }
         for (int h = kh * gq; h < (kh + 1) * gq; h++) {
             double mx = -INFINITY, total = 0.0;
@@ -56,10 +64,12 @@ static void textbook(const KVCache *c, int layer, const float *q, int n_heads, f
     free(K); free(V); free(p);
 }
 
-// The largest |v̂| KV head kh holds in `layer`: the scale ATTN_TOLERANCE is relative to.
-static float value_scale(const KVCache *c, int layer, int kh) {
+// The largest |v̂| KV head kh holds in `layer`, or has as its own value v (if not NULL): the
+// scale ATTN_TOLERANCE is relative to.
+static float value_scale(const KVCache *c, int layer, int kh, const float *v) {
     int hd = kvcache_spec(c)->head_dim;
     float x[hd], m = 0.0f;
+    for (int i = 0; v && i < hd; i++) m = fmaxf(m, fabsf(v[kh * hd + i]));
     for (int64_t t = 0; t < kvcache_len(c, layer); t++) {
         kvcache_read(c, layer, kh, 1, t, x);
         for (int i = 0; i < hd; i++) m = fmaxf(m, fabsf(x[i]));
@@ -95,7 +105,8 @@ static void random_kv(float *kv, int kvd) {
 }
 
 // Grow a cache of the case to each length in turn; at each, compare for both layers: the
-// reference with the textbook, and every fast variant with the reference.
+// reference with the textbook, and every fast variant with the reference; layer 0 attends to
+// the cache alone, layer 1 also to a position's own key and value (as attention_layer does).
 static void check_case(const Case *k, const int64_t *lengths, int n_lengths, double *worst) {
     KVSpec spec;
     case_spec(&spec, k);
@@ -103,6 +114,7 @@ static void check_case(const Case *k, const int64_t *lengths, int n_lengths, dou
     KVCache *c = build_kvcache(&spec, maxT);
     int n_heads = k->n_kv * k->gq, kvd = k->n_kv * k->hd, qd = n_heads * k->hd;
     float *kv = xmalloc(sizeof(float) * (size_t)kvd * 2), *q = xmalloc(sizeof(float) * (size_t)qd);
+    float *own = xmalloc(sizeof(float) * (size_t)kvd * 2);
     float *out = xmalloc(sizeof(float) * (size_t)qd), *ref = xmalloc(sizeof(float) * (size_t)qd);
     float *tb = xmalloc(sizeof(float) * (size_t)qd);
     int li = 0;
@@ -115,16 +127,19 @@ static void check_case(const Case *k, const int64_t *lengths, int n_lengths, dou
         li++;
         for (int l = 0; l < 2; l++) {
             for (int i = 0; i < qd; i++) q[i] = randf() * 2.0f;
-            attention_query(c, l, q, n_heads, ref, ATTN_REFERENCE);
-            textbook(c, l, q, n_heads, tb);
+            random_kv(own, kvd);
+            const float *ok = l == 1 ? own : NULL, *ov = l == 1 ? own + kvd : NULL;
+            AttnRows xr = { q, ok, ov, ref, 1, n_heads }, xt = { q, ok, ov, tb, 1, n_heads }, xo = { q, ok, ov, out, 1, n_heads };
+            attention_query(c, l, &xr, ATTN_REFERENCE);
+            textbook(c, l, &xt);
             for (int i = 0; i < qd; i++)
                 ck_assert_msg(fabsf(ref[i] - tb[i]) <= 1e-5f + 1e-5f * fabsf(tb[i]), "%s T %lld layer %d: reference %g, textbook %g",
                               case_name(k), (long long)T, l, (double)ref[i], (double)tb[i]);
             for (size_t vi = 0; vi < sizeof fast_variants / sizeof fast_variants[0]; vi++) {
                 if (!attention_available(fast_variants[vi])) continue;
-                attention_query(c, l, q, n_heads, out, fast_variants[vi]);
+                attention_query(c, l, &xo, fast_variants[vi]);
                 for (int h = 0; h < n_heads; h++) {
-                    float scale = value_scale(c, l, h / k->gq);
+                    float scale = value_scale(c, l, h / k->gq, ov);
                     for (int i = h * k->hd; i < (h + 1) * k->hd; i++) {
                         double err = fabs((double)out[i] - ref[i]) / scale;
                         if (err > *worst) *worst = err;
@@ -136,7 +151,7 @@ static void check_case(const Case *k, const int64_t *lengths, int n_lengths, dou
             }
         }
     }
-    free(kv); free(q); free(out); free(ref); free(tb);
+    free(kv); free(own); free(q); free(out); free(ref); free(tb);
     free_kvcache(c);
     free_kvspec(&spec);
 }

@@ -75,6 +75,9 @@ static inline uint16_t fp32_to_fp16(float f) {
     return (uint16_t)(sign | code);
 }
 
+// f rounded to the nearest fp16 value (what an fp16 store and load give).
+static inline float fp16_round(float f) { return fp16_to_fp32(fp32_to_fp16(f)); }
+
 static inline float bf16_to_fp32(uint16_t b) {
     union { uint32_t u; float f; } v = { (uint32_t)b << 16 };
     return v.f;

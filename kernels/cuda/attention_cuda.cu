@@ -16,8 +16,11 @@
 //                      consecutive codes of a token's value row (coalesced), and subsets
 //                      are summed through shared memory.
 //   combine  grid (query head, query); threads over head_dim: merge the chunks with the
-//            log-sum-exp rule, out = Σ_c e^(m_c - M) o_c / Σ_c e^(m_c - M) l_c, written in
-//            the output projection's input planes (store_split in cuda_common.h).
+//            log-sum-exp rule, out = Σ_c e^(m_c - M) o_c / Σ_c e^(m_c - M) l_c, and with them
+//            the position's own key and value as one more chunk of one token (the seed's
+//            timing, docs/DESIGN.md §3.3: a position sees itself unquantized, rounded to
+//            fp16, and is appended after it attends), written in the output projection's
+//            input planes (store_split in cuda_common.h).
 // Dequantization is x̂ = u·s + m (quant/quantize.h); for a per-token key group the dot is
 // s·(q·u) + m·Σq, as in kernels/attention.c. The chunking depends only on the context length.
 #include "kvcache_cuda.h"
@@ -196,18 +199,33 @@ __global__ static void attn_chunk_kernel(const DevStream *streams, const float *
         }
 }
 
-__global__ static void attn_combine_kernel(const float2 *ml, const float *po, int64_t len0, int chunk, int n_heads,
-                                           int hd, void *out, int ot, size_t plane) {
-    int hh = blockIdx.x, qi = blockIdx.y;
+__host__ __device__ __forceinline__ float fp16_rounded(float x) { return __half2float(__float2half_rn(x)); }
+
+// The score of a position's own key: q · fp16(k) · scale (each thread computes it whole: one
+// head vector, far less work than the chunks).
+__host__ __device__ __forceinline__ float own_score(const float *q, const float *k, int hd, float scale) {
+    float a = 0.0f;
+    for (int c = 0; c < hd; c++) a += q[c] * fp16_rounded(k[c]);
+    return a * scale;
+}
+
+// q, k, v: the launch's queries [m][n_heads][hd] and their own keys and values [m][n_kv][hd].
+__global__ static void attn_combine_kernel(const float2 *ml, const float *po, const float *q, const float *k,
+                                           const float *v, int64_t len0, int chunk, int n_heads, int n_kv, int hd,
+                                           float scale, void *out, int ot, size_t plane) {
+    int hh = blockIdx.x, qi = blockIdx.y, kh = hh / (n_heads / n_kv);
     int64_t T = len0 + qi;
     int nch = (int)((T + chunk - 1) / chunk);
-    size_t base = ((size_t)qi * n_heads + hh) * ATT_MAX_CHUNKS;
-    float M = -INFINITY, L = 0.0f;
-    for (int k = 0; k < nch; k++) M = fmaxf(M, ml[base + k].x);
-    for (int k = 0; k < nch; k++) L += ml[base + k].y * expf(ml[base + k].x - M);
+    size_t base = ((size_t)qi * n_heads + hh) * ATT_MAX_CHUNKS, own = ((size_t)qi * n_kv + kh) * hd;
+    float a = own_score(q + ((size_t)qi * n_heads + hh) * hd, k + own, hd, scale);
+    float M = a, L = 0.0f;
+    for (int c = 0; c < nch; c++) M = fmaxf(M, ml[base + c].x);
+    for (int c = 0; c < nch; c++) L += ml[base + c].y * expf(ml[base + c].x - M);
+    L += expf(a - M);
     for (int c = threadIdx.x; c < hd; c += blockDim.x) {
         float o = 0.0f;
-        for (int k = 0; k < nch; k++) o += po[(base + k) * hd + c] * expf(ml[base + k].x - M);
+        for (int j = 0; j < nch; j++) o += po[(base + j) * hd + c] * expf(ml[base + j].x - M);
+        o += expf(a - M) * fp16_rounded(v[own + c]);
         store_split(out, ot, plane, ((size_t)qi * n_heads + hh) * hd + c, o / L);
     }
 }
@@ -261,30 +279,34 @@ static void launch_chunks(dim3 grid, int threads, size_t sh, cudaStream_t st, co
                                                      scr->ml, scr->po);
 }
 
-void cuda_attention(const CudaKVCache *c, int layer, const float *q, int nq, int n_heads, int64_t len0,
-                    void *out, DType ot, size_t plane, AttnScratch *scr, cudaStream_t st) {
+void cuda_attention(const CudaKVCache *c, int layer, const AttnQueries *x, int64_t len0, void *out, DType ot,
+                    size_t plane, AttnScratch *scr, cudaStream_t st) {
     const KVSpec *sp = &c->spec;
+    int nq = x->n, n_heads = x->n_heads;
     int hd = sp->head_dim, n_kv = sp->n_kv_heads, gq = n_heads / n_kv, threads = block_threads(hd);
     int64_t cache_len = c->len[layer];
-    if (len0 < 1 || len0 + nq - 1 > cache_len) fatal("cuda_attention: queries see %lld tokens, the cache holds %lld",
+    if (len0 < 0 || len0 + nq - 1 > cache_len) fatal("cuda_attention: queries see %lld cached tokens, the cache holds %lld",
                                                     (long long)(len0 + nq - 1), (long long)cache_len);
     const DevStream *ds = c->d_streams + (int64_t)layer * n_kv * 2;
     float scale = 1.0f / sqrtf((float)hd);
-    size_t qd = (size_t)n_heads * hd, osz = (size_t)dtype_size(ot);
+    size_t qd = (size_t)n_heads * hd, kvd = (size_t)n_kv * hd, osz = (size_t)dtype_size(ot);
     for (int q0 = 0; q0 < nq; q0 += ATT_MAX_Q) {
         int m = nq - q0 < ATT_MAX_Q ? nq - q0 : ATT_MAX_Q;
-        int64_t l0 = len0 + q0, T = l0 + m - 1;       // the longest causal span of this launch
+        int64_t l0 = len0 + q0, T = l0 + m - 1;       // the most cached tokens a query of this launch sees
         int chunk = chunk_tokens(T);
         size_t sh = shared_bytes(gq, hd, chunk);
         dim3 grid(cdiv(T, chunk), n_kv, m);
-        const float *qb = q + q0 * qd;
-        if (gq <= 1)      launch_chunks<1>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
-        else if (gq <= 2) launch_chunks<2>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
-        else if (gq <= 4) launch_chunks<4>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
-        else if (gq <= 8) launch_chunks<8>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
-        else              launch_chunks<16>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
-        CUDA_LAUNCH_CHECK();
-        attn_combine_kernel<<<dim3(n_heads, m), 128, 0, st>>>(scr->ml, scr->po, l0, chunk, n_heads, hd,
+        const float *qb = x->q + q0 * qd;
+        if (T > 0) {                                  // (no cached token before the first position)
+            if (gq <= 1)      launch_chunks<1>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
+            else if (gq <= 2) launch_chunks<2>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
+            else if (gq <= 4) launch_chunks<4>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
+            else if (gq <= 8) launch_chunks<8>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
+            else              launch_chunks<16>(grid, threads, sh, st, ds, qb, l0, cache_len, n_heads, gq, hd, sp->sink, sp->residual, chunk, scale, scr);
+            CUDA_LAUNCH_CHECK();
+        }
+        attn_combine_kernel<<<dim3(n_heads, m), 128, 0, st>>>(scr->ml, scr->po, qb, x->k + q0 * kvd, x->v + q0 * kvd, l0,
+                                                              chunk, n_heads, n_kv, hd, scale,
                                                               (char *)out + q0 * qd * osz, (int)ot, plane);
         CUDA_LAUNCH_CHECK();
     }

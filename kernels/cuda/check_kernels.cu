@@ -290,22 +290,26 @@ static void check_cache(const CacheCase *cc) {
     char cfg[80]; snprintf(cfg, sizeof cfg, "%s, %d tok", cc->name, T);
     report("kv-append", cfg, (kvcache_equal(cpu, back) && mc.total == mg.total) ? 0.0 : 1.0, 0.0, 0.0, 0.0);
 
-    // attention over the cache the CPU filled (uploaded), for the last layer
+    // attention over the cache the CPU filled (uploaded), for the last layer, of a next
+    // position with its own key and value
     float *q = (float *)xmalloc((size_t)n_heads * hd * 4), *ref = (float *)xmalloc((size_t)n_heads * hd * 4);
-    float *got = (float *)xmalloc((size_t)n_heads * hd * 4);
+    float *got = (float *)xmalloc((size_t)n_heads * hd * 4), *own = (float *)xmalloc((size_t)kvd * 2 * 4);
     fill(q, (size_t)n_heads * hd, 1.0f);
-    attention_query(cpu, layers - 1, q, n_heads, ref, ATTN_REFERENCE);
+    fill(own, (size_t)kvd, 4.0f); fill(own + kvd, (size_t)kvd, 2.0f);
+    AttnRows xc = { q, own, own + kvd, ref, 1, n_heads };
+    attention_query(cpu, layers - 1, &xc, ATTN_REFERENCE);
     cuda_kvcache_from_host(gpu, cpu);
     AttnScratch scr;
     build_attn_scratch(&scr, n_heads, hd);
-    float *dq = (float *)to_dev(q, (size_t)n_heads * hd * 4), *dout;
+    float *dq = (float *)to_dev(q, (size_t)n_heads * hd * 4), *down = (float *)to_dev(own, (size_t)kvd * 2 * 4), *dout;
     CUDA_CHECK(cudaMalloc(&dout, (size_t)n_heads * hd * 4));
-    cuda_attention(gpu, layers - 1, dq, 1, n_heads, T, dout, DTYPE_F32, (size_t)n_heads * hd, &scr, 0);
+    AttnQueries xg = { dq, down, down + kvd, 1, n_heads };
+    cuda_attention(gpu, layers - 1, &xg, T, dout, DTYPE_F32, (size_t)n_heads * hd, &scr, 0);
     from_dev(got, dout, (size_t)n_heads * hd * 4);
     // fp32 sums in another order; the dequantized values themselves are identical
     report("attention", cfg, max_rel(got, ref, (size_t)n_heads * hd), 1e-4, 0.0, 0.0);
     free_attn_scratch(&scr);
-    cudaFree(dq); cudaFree(dout); free(q); free(ref); free(got); free(k); free(v);
+    cudaFree(dq); cudaFree(down); cudaFree(dout); free(q); free(ref); free(got); free(own); free(k); free(v);
     free_cuda_kvcache(gpu); free_kvcache(cpu); free_kvcache(back); free_kvspec(&spec);
 }
 
@@ -323,13 +327,14 @@ static void time_cache(const CacheCase *cc, int64_t T) {
     fill(q, (size_t)n_heads * hd, 1.0f);
     dq = (float *)to_dev(q, (size_t)n_heads * hd * 4);
     CUDA_CHECK(cudaMalloc(&dout, (size_t)n_heads * hd * 4));
-    double us = time_us([&] { cuda_attention(gpu, 0, dq, 1, n_heads, T, dout, DTYPE_F32, (size_t)n_heads * hd, &scr, 0); });
-    char cfg[80]; snprintf(cfg, sizeof cfg, "%s, %lld tok, %.2f bits", cc->name, (long long)T, m.bits_per_elem);
-    report("attn-time", cfg, 0.0, 0.0, us, (double)m.total);
-    // append: 4096 tokens at once (a prefill chunk), reading f32 K/V and writing the cache
     const int n = 4096;
     CUDA_CHECK(cudaMalloc(&dk, (size_t)n * heads * hd * 2 * 4));
     CUDA_CHECK(cudaMemset(dk, 0, (size_t)n * heads * hd * 2 * 4));
+    AttnQueries x = { dq, dk, dk + (size_t)heads * hd, 1, n_heads };     // own key and value: zeros
+    double us = time_us([&] { cuda_attention(gpu, 0, &x, T, dout, DTYPE_F32, (size_t)n_heads * hd, &scr, 0); });
+    char cfg[80]; snprintf(cfg, sizeof cfg, "%s, %lld tok, %.2f bits", cc->name, (long long)T, m.bits_per_elem);
+    report("attn-time", cfg, 0.0, 0.0, us, (double)m.total);
+    // append: 4096 tokens at once (a prefill chunk), reading f32 K/V and writing the cache
     KVMemory before = cuda_kvcache_memory(gpu, 0);
     double ua = time_us([&] {
         gpu->len[0] = T;                            // re-append the same tokens each round

@@ -80,10 +80,12 @@ static void emu_to_host(const CudaKVCache *c, KVCache *h) {
     }
 }
 
-// attn_chunk_kernel + attn_combine_kernel for one query over T tokens, on the host.
-static void emu_attention(const CudaKVCache *c, int layer, const float *q, int n_heads, int64_t T, float *out) {
+// attn_chunk_kernel + attn_combine_kernel for one query (x->n == 1) over T cached tokens and
+// its own key and value, on the host.
+static void emu_attention(const CudaKVCache *c, int layer, const AttnQueries *x, int64_t T, float *out) {
     const KVSpec *sp = &c->spec;
-    int hd = sp->head_dim, n_kv = sp->n_kv_heads, gq = n_heads / n_kv, chunk = chunk_tokens(T);
+    const float *q = x->q;
+    int n_heads = x->n_heads, hd = sp->head_dim, n_kv = sp->n_kv_heads, gq = n_heads / n_kv, chunk = chunk_tokens(T);
     int64_t S = sp->sink, R = sp->residual, L = c->len[layer];
     float scale = 1.0f / sqrtf((float)hd);
     int nch = (int)((T + chunk - 1) / chunk);
@@ -120,12 +122,14 @@ static void emu_attention(const CudaKVCache *c, int layer, const float *q, int n
             }
         }
         for (int h = 0; h < gq; h++) {
-            float M = -INFINITY, Ls = 0;
+            float own = own_score(qs + h * hd, x->k + (int64_t)kh * hd, hd, scale), M = own, Ls = 0;
             for (int ch = 0; ch < nch; ch++) M = fmaxf(M, m[ch * gq + h]);
             for (int ch = 0; ch < nch; ch++) Ls += l[ch * gq + h] * expf(m[ch * gq + h] - M);
+            Ls += expf(own - M);
             for (int cc = 0; cc < hd; cc++) {
                 float a = 0;
                 for (int ch = 0; ch < nch; ch++) a += o[((size_t)ch * gq + h) * hd + cc] * expf(m[ch * gq + h] - M);
+                a += expf(own - M) * fp16_rounded(x->v[(int64_t)kh * hd + cc]);
                 out[((int64_t)kh * gq + h) * hd + cc] = a / Ls;
             }
         }
@@ -160,19 +164,22 @@ static void run_case(const Case *cs) {
     for (int l = 0; l < layers; l++) {
         for (int t = 0, i = 0; t < T; i++) {
             int n = sizes[(i + l) % 7] < T - t ? sizes[(i + l) % 7] : T - t;
-            emu_append(emu, l, k + (size_t)t * kvd, v + (size_t)t * kvd, n);
-            for (int j = 0; j < n; j++) kvcache_append(cpu, l, k + (size_t)(t + j) * kvd, v + (size_t)(t + j) * kvd);
-            t += n;
-            // attention at this length, as decode would see it
+            // attention at this length (from 0 on), as the next position sees it, with its own key and value
             float *q = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4), *a = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4);
-            float *b = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4);
+            float *b = (float *)xmalloc((size_t)cs->n_heads * cs->hd * 4), *own = (float *)xmalloc((size_t)kvd * 2 * 4);
             for (int x = 0; x < cs->n_heads * cs->hd; x++) q[x] = frand();
-            attention_query(cpu, l, q, cs->n_heads, a, ATTN_REFERENCE);
-            emu_attention(emu, l, q, cs->n_heads, t, b);
+            for (int x = 0; x < kvd; x++) { own[x] = frand() * 6.0f + 0.5f; own[kvd + x] = frand() * 2.0f; }
+            AttnRows xc = { q, own, own + kvd, a, 1, cs->n_heads };
+            AttnQueries xg = { q, own, own + kvd, 1, cs->n_heads };
+            attention_query(cpu, l, &xc, ATTN_REFERENCE);
+            emu_attention(emu, l, &xg, t, b);
             double d = 0, mx = 0;
             for (int x = 0; x < cs->n_heads * cs->hd; x++) { d = fmax(d, fabs((double)a[x] - b[x])); mx = fmax(mx, fabs((double)a[x])); }
             if (!(d / mx <= worst)) worst = d / mx;
-            free(q); free(a); free(b);
+            free(q); free(a); free(b); free(own);
+            emu_append(emu, l, k + (size_t)t * kvd, v + (size_t)t * kvd, n);
+            for (int j = 0; j < n; j++) kvcache_append(cpu, l, k + (size_t)(t + j) * kvd, v + (size_t)(t + j) * kvd);
+            t += n;
         }
     }
     emu_to_host(emu, back);

@@ -1,6 +1,6 @@
 // forward_cuda.cu: the Llama forward pass on the GPU, the same computation as
-// model/forward.c: embed -> per layer [RMSNorm -> Q,K,V -> RoPE -> append to the cache ->
-// attention -> output projection -> residual; RMSNorm -> gate, up -> SwiGLU -> down ->
+// model/forward.c: embed -> per layer [RMSNorm -> Q,K,V -> RoPE -> attention over the cache
+// and the position's own K/V -> append to the cache -> output projection -> residual; RMSNorm -> gate, up -> SwiGLU -> down ->
 // residual] -> RMSNorm -> classifier.
 //
 // Weights stay in their file dtype (f32, f16 or bf16) on the device; every projection is one
@@ -17,7 +17,8 @@
 // The cache append and the attention follow docs/DESIGN.md §3 exactly as the CPU does: when every
 // token of the batch would see the same cache contents whether appended at once or one by
 // one (all streams fp16, or per-token quantization on append, R = 0), the batch is appended
-// and attended in one launch each; otherwise position by position.
+// and attended in one launch each (query i reading the cached tokens before it); otherwise
+// position by position, each attending and then appending.
 #include "kvcache_cuda.h"
 extern "C" {
 #include "../../kernels/kernels.h"
@@ -298,7 +299,8 @@ static void gemm(CudaModel *cm, float *out, const void *x, const void *w, int n,
 }
 
 // 1 if appending a whole batch before attending gives every position the cache contents it
-// would see token by token: no token changes representation after it is appended.
+// would see token by token (the tokens before it, as stored): no token changes representation
+// after it is appended.
 static int batch_safe(const CudaKVCache *c) {
     int64_t n = (int64_t)c->spec.n_layers * c->spec.n_kv_heads * 2;
     for (int64_t i = 0; i < n; i++) {
@@ -318,14 +320,15 @@ static void attention_block(CudaModel *cm, CudaKVCache *cache, int l, int n, int
     gemm(cm, cm->k, cm->act, w->wk, n, c->dim, kvd, 0);
     gemm(cm, cm->v, cm->act, w->wv, n, c->dim, kvd, 0);
     cuda_rope(cm->q, c->n_heads, cm->k, c->n_kv_heads, n, c->head_dim, pos, cm->rope_freqs, cm->st);
-    if (batch_safe(cache)) {
+    if (batch_safe(cache)) {                    // the batch appended, each query sees the tokens before it
         cuda_kvcache_append(cache, l, cm->k, cm->v, n, cm->st);
-        cuda_attention(cache, l, cm->q, n, c->n_heads, pos + 1, cm->act, c->wdtype, plane, &cm->att, cm->st);
+        AttnQueries x = { cm->q, cm->k, cm->v, n, c->n_heads };
+        cuda_attention(cache, l, &x, pos, cm->act, c->wdtype, plane, &cm->att, cm->st);
     } else {
-        for (int t = 0; t < n; t++) {           // in position order: append, then attend (docs/DESIGN.md §3)
+        for (int t = 0; t < n; t++) {           // in position order: attend, then append (docs/DESIGN.md §3.3)
+            AttnQueries x = { cm->q + (size_t)t * qd, cm->k + (size_t)t * kvd, cm->v + (size_t)t * kvd, 1, c->n_heads };
+            cuda_attention(cache, l, &x, pos + t, (char *)cm->act + (size_t)t * qd * asz, c->wdtype, plane, &cm->att, cm->st);
             cuda_kvcache_append(cache, l, cm->k + (size_t)t * kvd, cm->v + (size_t)t * kvd, 1, cm->st);
-            cuda_attention(cache, l, cm->q + (size_t)t * qd, 1, c->n_heads, pos + t + 1,
-                           (char *)cm->act + (size_t)t * qd * asz, c->wdtype, plane, &cm->att, cm->st);
         }
     }
     gemm(cm, cm->x, cm->act, w->wo, n, qd, c->dim, 1);          // x += attention branch

@@ -69,10 +69,18 @@ void free_attn_scratch(AttnScratch *a);
 // Fatal (one line) if attention cannot run this shape on the GPU.
 void cuda_attention_check_shape(int n_heads, int n_kv_heads, int head_dim, int64_t max_tokens);
 
-// Attention of nq query positions over `layer`: q [nq][n_heads*head_dim] (f32, RoPE applied);
-// query i sees the first len0 + i tokens of the cache as it is now; out [nq][n_heads*head_dim]
-// as the output projection's input planes of dtype ot, `plane` elements apart (store_split).
-void cuda_attention(const CudaKVCache *c, int layer, const float *q, int nq, int n_heads, int64_t len0,
-                    void *out, DType ot, size_t plane, AttnScratch *scr, cudaStream_t st);
+// Query positions for cuda_attention (device arrays, f32).
+typedef struct {
+    const float *q;         // [n][n_heads * head_dim], RoPE applied
+    const float *k, *v;     // [n][n_kv_heads * head_dim]: the positions' own keys and values
+    int n, n_heads;
+} AttnQueries;
+
+// Attention of x->n query positions over `layer`: query i sees the first len0 + i tokens of
+// the cache as it is now and then its own key and value, rounded to fp16 (the seed's timing,
+// docs/DESIGN.md §3.3); out [n][n_heads*head_dim] as the output projection's input planes of
+// dtype ot, `plane` elements apart (store_split).
+void cuda_attention(const CudaKVCache *c, int layer, const AttnQueries *x, int64_t len0, void *out, DType ot,
+                    size_t plane, AttnScratch *scr, cudaStream_t st);
 
 #endif

@@ -16,12 +16,14 @@ KV8, K8V4 and KV4, each under two cache timings:
           decode steps: the seed's prefill path with force_quant=False leaves a whole prompt
           unquantized for its own attention, so token-by-token is the only way the seed scores
           every position against a quantized cache).
-  runner  kvtuner.c's cache as it is today (quant/kvcache.c append_stream, kernels/attention.c
-          kvcache_attend_prompt, docs/DESIGN.md §3.3): token t is appended and then attends to
-          itself as stored. pertoken (R = 0): every token quantized on append, its own K/V too.
-          kivi: values slide one token at a time (after t's append, tokens <= t-32 quantized,
-          exactly 32 fp16), keys fill and flush in per-channel blocks of 32 tokens (token
-          32b+31 quantizes block b before its own attention). Each token is quantized once.
+  runner  kvtuner.c's cache (quant/kvcache.c append_stream, kernels/attention.c, docs/DESIGN.md
+          §3.3): token t attends to every earlier token as the cache stores it and to its own
+          K/V as computed (the seed's timing), and is then appended. pertoken (R = 0): tokens
+          0..t-1 quantized. kivi: values slide one token at a time (tokens < t-32 quantized,
+          the 32 before t fp16), keys fill and flush in per-channel blocks of 32 tokens (the
+          blocks complete before t quantized). Each token is quantized once. This is the
+          seed's update with its quirks below switched off, except that the seed flushes
+          KIVI values together with keys.
 
 Both timings use the seed's quantizer arithmetic: asymmetric min-max per group,
 s = max(max - min, 1e-5) / (2^n - 1), z = round(min/s) - q_min, q = clip(round(x/s - z)),
@@ -226,26 +228,28 @@ class SeedCache:
         return keys, values
 
 
-# ---- the runner's cache as it is today (quant/kvcache.c, kernels/attention.c) --------------
+# ---- the runner's cache (quant/kvcache.c, kernels/attention.c) ----------------------------
 
 def runner_views(k, v, kb, vb, preset, numerics):
-    """Yield, for t = 0..T-1, the K and V that token t attends over in kvtuner.c: append, then
-    attend. Every token is quantized once (its value is the same whenever it is read), so the
-    dequantized tensors are computed up front; what changes with t is how many are quantized."""
+    """Yield, for t = 0..T-1, the K and V that token t attends over in kvtuner.c: tokens 0..t-1
+    as the cache holds them before t is appended, then t itself unquantized. Every token is
+    quantized once (its value is the same whenever it is read), so the dequantized tensors are
+    computed up front; what changes with t is how many are quantized."""
     T = k.shape[-2]
     if preset == "pertoken":                   # R = 0, G = -1: quantize on append (append_stream)
         dk = seed_dequantize(seed_quantize(k, kb, -1, 0, numerics))
         dv = seed_dequantize(seed_quantize(v, vb, -1, 0, numerics))
         for t in range(T):
-            yield dk[..., :t + 1, :], dv[..., :t + 1, :]
+            yield (torch.cat([dk[..., :t, :], k[..., t:t + 1, :]], dim=-2),
+                   torch.cat([dv[..., :t, :], v[..., t:t + 1, :]], dim=-2))
         return
     R = G = 32                                 # kivi: keys per channel, values per token
     nblk = T // R * R                          # keys of complete blocks of R tokens
     dk = seed_dequantize(seed_quantize(k[..., :nblk, :], kb, G, 1, numerics)) if nblk else k[..., :0, :]
     dv = seed_dequantize(seed_quantize(v, vb, G, 0, numerics))
     for t in range(T):
-        nqk = (t + 1) // R * R                 # block b is flushed when token bR+R-1 is appended
-        nqv = max(0, t + 1 - R)                # window slides: exactly R fp16 rows after the append
+        nqk = t // R * R                       # block b is flushed when token bR+R-1 is appended
+        nqv = max(0, t - R)                    # window slides: the R tokens before t are fp16
         kk = torch.cat([dk[..., :nqk, :], k[..., nqk:t + 1, :]], dim=-2)
         vv = torch.cat([dv[..., :nqv, :], v[..., nqv:t + 1, :]], dim=-2)
         yield kk, vv
