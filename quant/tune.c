@@ -1,8 +1,9 @@
 // tune.c: `run -m tune` (tune.h, docs/DESIGN.md §6). The steps, in order:
 //   1. text: for each kind (a -f file), calibration tokens from its first half and held-back
 //      tokens from its second half; the --verify file's first tokens
-//   2-3. per kind: one fp16 pass recording every layer, then the sensitivity table (tune_sens.c),
-//      or every kind's table from an earlier run's sensitivity.tsv
+//   2-3. per kind: one fp16 pass recording every layer over the first half of its calibration
+//      tokens, then the sensitivity table (tune_sens.c), or every kind's table from an earlier
+//      run's sensitivity.tsv
 //   4. the kinds' tables combined (tuner.h), pruning, clustering, the DP front under --max-bits
 //   5. joint search: every uniform configuration within the cap is measured on every kind's
 //      calibration text; at every half-bit budget the few best candidates of the additive model
@@ -576,10 +577,11 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
 
     // 1. the texts
     for (int k = 0; k < n_kinds; k++) read_kind(m, &kinds[k], N);
-    if (o->sens_path) tune_load_sensitivity(o->sens_path, kinds, n_cal, N, L);   // checked before any work
+    int n_sens = tune_sens_tokens(N);
+    if (o->sens_path) tune_load_sensitivity(o->sens_path, kinds, n_cal, n_sens, L);   // checked before any work
     if (o->progress) {
-        fprintf(stderr, "tune: %s preset, %d layers x %d pairs, %d kinds x %d calibration + held-back tokens (", preset, L,
-                TUNE_NPAIRS, n_cal, N);
+        fprintf(stderr, "tune: %s preset, %d layers x %d pairs, %d kinds x %d calibration (sensitivity: the first %d) + "
+                        "held-back tokens (", preset, L, TUNE_NPAIRS, n_cal, N, n_sens);
         for (int k = 0; k < n_kinds; k++) fprintf(stderr, "%s%s%s", k ? ", " : "", kinds[k].name, kinds[k].calibrated ? "" : ": --verify only");
         fprintf(stderr, "), out %s\n", o->out_dir);
     }
@@ -588,16 +590,13 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     size_t V = (size_t)c->vocab_size;
     int n_tail = 0, n_skipped = 0;
     for (int k = 0; k < n_cal; k++) {
-        if (o->sens_path) {
-            kinds[k].cal_base = xmalloc((size_t)(N - 1) * V * sizeof(float));
-            eval_base_logprobs(m, kinds[k].cal, N, TUNE_EVAL_BATCH, kinds[k].cal_base);
-        } else {
-            tune_measure_kind(m, grouping, &kinds[k], N, o->progress, &n_tail, &n_skipped);
-        }
+        if (!o->sens_path) tune_measure_kind(m, grouping, &kinds[k], n_sens, o->progress, &n_tail, &n_skipped);
+        kinds[k].cal_base = xmalloc((size_t)(N - 1) * V * sizeof(float));
+        eval_base_logprobs(m, kinds[k].cal, N, TUNE_EVAL_BATCH, kinds[k].cal_base);
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/sensitivity.tsv", o->out_dir);
-    tune_save_sensitivity(path, kinds, n_cal, N, preset);
+    tune_save_sensitivity(path, kinds, n_cal, n_sens, preset);
     if (o->progress && o->sens_path) fprintf(stderr, "tune: sensitivity tables read from %s\n", o->sens_path);
     double t_sens = now_s() - t_start;
 
@@ -667,7 +666,8 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     verify_points(m, grouping, kinds, n_kinds, N, pts, np, o->progress);
     double t_verify = now_s() - t3;
 
-    TuneReport rep = {.preset = preset, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .max_bits = o->max_bits,
+    TuneReport rep = {.preset = preset, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .sens_tokens = n_sens,
+                      .max_bits = o->max_bits,
                       .kinds = kinds, .n_kinds = n_kinds, .n_cal = n_cal, .tab = &tab, .keep = keep, .cl = &cl,
                       .pts = pts, .n_pts = np, .log = blog, .n_budgets = n_budgets, .refine_m = TUNE_REFINE_M, .n_tail = n_tail, .n_skipped = n_skipped,
                       .uniform_skipped = skipped, .n_configs = s.me.n, .n_runs = s.me.runs, .n_cut = s.me.cut, .t_sens = t_sens,

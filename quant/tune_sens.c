@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+int tune_sens_tokens(int n) { return n / TUNE_SENS_SHARE < 16 ? (n < 16 ? n : 16) : n / TUNE_SENS_SHARE; }
+
 // Sensitivity KL is scored at every stride-th position, as long as >= TUNE_KL_MIN_SCORED
 // positions remain: every token still runs through every layer (the same contexts), only the
 // classifier and the softmax are skipped, which are ~40% of a tail run at 256 tokens on
@@ -96,8 +98,6 @@ void tune_measure_kind(const Model *m, const KVSpec *grouping, TuneKind *k, int 
                     dt * (all - done) / done);
         }
     }
-    k->cal_base = r.logp;                      // the fp16 log-probs, kept for the joint search
-    r.logp = NULL;
     free_kvcache(c16);
     free_kvspec(&sp16);
     free(o16); free(oq);
@@ -106,7 +106,7 @@ void tune_measure_kind(const Model *m, const KVSpec *grouping, TuneKind *k, int 
 }
 
 // sensitivity.tsv: a line naming the options (the column order), then one line per kind and
-// layer: kind, tokens, layer, the 9 KLs, the 9 attention errors, and 9 flags (1: the KL was
+// layer: kind, tokens (those the KL runs used), layer, the 9 KLs, the 9 attention errors, and 9 flags (1: the KL was
 // measured, 0: estimated from the attention error).
 static const char *OPTIONS_LINE = "# options:";
 
@@ -183,8 +183,8 @@ void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, 
         char *end;
         long tok = strtol(tab1 + 1, &end, 10);
         if (end == tab1 + 1) fatal("%s: line %d: the token count is not a number", path, line);
-        if (tok != n) fatal("%s: line %d: kind '%s' was measured on %ld tokens, this run calibrates on %d (give --tokens %ld)",
-                            path, line, ln, tok, n, tok);
+        if (tok != n) fatal("%s: line %d: kind '%s' was measured on %ld tokens, this run measures %d (--tokens %ld)",
+                            path, line, ln, tok, n, tok * TUNE_SENS_SHARE);
         load_row(path, line, end, &kinds[k].tab, seen + (size_t)k * L);
     }
     if (!options_ok) fatal("%s: not a sensitivity table (no '%s' line)", path, OPTIONS_LINE);

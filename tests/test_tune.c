@@ -265,15 +265,16 @@ START_TEST(test_tune_bad_input) {
     expect_fail(args, "--verify: missing value");
     snprintf(args, sizeof args, "-f %s --verify '' --tokens 32 --out %s/x", TEXT, tmp);
     expect_fail(args, "--verify: empty file name");
-    // a sensitivity table without the kind, or measured on another token count
+    // a sensitivity table without the kind, or measured on another token count (the KL runs use
+    // the first half of --tokens)
     snprintf(p, sizeof p, "%s/one.tsv", tmp);
     const char *tsv = "# options: KV2 K2V4 K2V8 K4V2 KV4 K4V8 K8V2 K8V4 KV8\n"
-                      "gsm8k_worked\t32\t0\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t111111111\n";
+                      "gsm8k_worked\t16\t0\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t111111111\n";
     write_bytes(p, tsv, strlen(tsv));
     snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", TEXT, p, tmp);
     expect_fail(args, "no line for kind 'tinyshakespeare' layer 0");
     snprintf(args, sizeof args, "-f %s --tokens 48 --sensitivity %s --out %s/x", MATH, p, tmp);
-    expect_fail(args, "measured on 32 tokens");
+    expect_fail(args, "measured on 16 tokens, this run measures 24 (--tokens 32)");   // half of --tokens
     snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", MATH, p, tmp);
     expect_fail(args, "no line for kind 'gsm8k_worked' layer 1");   // tiny has 2 layers
     const char *old = "# options: KV2 K4V2 KV4\n";
