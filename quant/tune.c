@@ -88,6 +88,13 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+// CPU seconds of the process, all threads: what a phase costs whatever else the machine runs.
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 // Create --out if needed and prove it writable now, before minutes of work.
 static void prepare_out_dir(const char *dir) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) fatal("--out %s: cannot create the directory: %s", dir, strerror(errno));
@@ -560,7 +567,7 @@ static int uniform_configs(Search *s, double max_bits, int *uni, int *upair, cha
 int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     const Config *c = &m->config;
     int L = c->n_layers;
-    double t_start = now_s();
+    double t_start = now_s(), c_start = cpu_s();
     if (!o->calib || !*o->calib) fatal("-m tune: give the calibration text with -f FILE (or FILE,FILE,... one per kind)");
     char *list = xstrdup(o->calib);
     TuneKind kinds[TUNE_MAX_KINDS];
@@ -598,7 +605,7 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     snprintf(path, sizeof path, "%s/sensitivity.tsv", o->out_dir);
     tune_save_sensitivity(path, kinds, n_cal, n_sens, preset);
     if (o->progress && o->sens_path) fprintf(stderr, "tune: sensitivity tables read from %s\n", o->sens_path);
-    double t_sens = now_s() - t_start;
+    double t_sens = now_s() - t_start, c_sens = cpu_s() - c_start;
 
     // 4. combine, prune, cluster, search
     SensTable *ktabs = xmalloc((size_t)n_cal * sizeof(SensTable)), tab;
@@ -629,7 +636,7 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     for (double b = 2.0 + TUNE_BUDGET_STEP; b <= top + 1e-9; b += TUNE_BUDGET_STEP) n_budgets++;
     TunePoint *pts = xcalloc((size_t)n_budgets + n_uni, sizeof(TunePoint));
     BudgetLog *blog = xcalloc((size_t)n_budgets, sizeof(BudgetLog));
-    double t2 = now_s(), ref[TUNE_MAX_KINDS];
+    double t2 = now_s(), c2 = cpu_s(), ref[TUNE_MAX_KINDS];
     int np = 0, prev = -1, *chosen = xmalloc((size_t)(n_budgets + 1) * sizeof(int));
     for (int i = 0; i < n_budgets; i++) {       // (2.0 bits is KV2 only: a uniform point below)
         double b = 2.0 + TUNE_BUDGET_STEP * (i + 1);
@@ -658,24 +665,25 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
         pt->budget = pt->avg_bits;
         snprintf(pt->label, sizeof pt->label, "%s", tune_pair_name(upair[u]));
     }
-    double t_refine = now_s() - t2;
+    double t_refine = now_s() - t2, c_refine = cpu_s() - c2;
     for (int k = 0; k < n_cal; k++) { free(kinds[k].cal_base); kinds[k].cal_base = NULL; }
 
     // 6. verification on held-back text of every kind and on the --verify text
-    double t3 = now_s();
+    double t3 = now_s(), c3 = cpu_s();
     verify_points(m, grouping, kinds, n_kinds, N, pts, np, o->progress);
-    double t_verify = now_s() - t3;
+    double t_verify = now_s() - t3, c_verify = cpu_s() - c3;
 
     TuneReport rep = {.preset = preset, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .sens_tokens = n_sens,
                       .max_bits = o->max_bits,
                       .kinds = kinds, .n_kinds = n_kinds, .n_cal = n_cal, .tab = &tab, .keep = keep, .cl = &cl,
                       .pts = pts, .n_pts = np, .log = blog, .n_budgets = n_budgets, .refine_m = TUNE_REFINE_M, .n_tail = n_tail, .n_skipped = n_skipped,
                       .uniform_skipped = skipped, .n_configs = s.me.n, .n_runs = s.me.runs, .n_cut = s.me.cut, .t_sens = t_sens,
-                      .t_refine = t_refine, .t_verify = t_verify};
+                      .t_refine = t_refine, .t_verify = t_verify, .c_sens = c_sens, .c_refine = c_refine,
+                      .c_verify = c_verify};
     tune_write_report(&rep);
     double wall = now_s() - t_start;
-    printf("tune: wrote %d tuned configs to %s in %.1f s (sensitivity %.1f s, joint search %.1f s, verification %.1f s)\n",
-           n_budgets, o->out_dir, wall, t_sens, t_refine, t_verify);
+    printf("tune: wrote %d tuned configs to %s in %.1f s (sensitivity %.1f s, joint search %.1f s, verification %.1f s; "
+           "CPU %.0f s)\n", n_budgets, o->out_dir, wall, t_sens, t_refine, t_verify, cpu_s() - c_start);
     printf("tune preset %s front %d groups %d tokens %d kinds %d wall_s %.1f out %s\n", preset, n_budgets, cl.n_groups,
            N, n_cal, wall, o->out_dir);
 

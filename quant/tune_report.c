@@ -47,11 +47,12 @@ static void write_header(FILE *f, const TuneReport *r) {
                "max over kinds of its KL over the least KL of a uniform configuration within the budget on that "
                "kind (docs/DESIGN.md §6.1). Below 1 it beats every such uniform configuration on every kind.\n\n",
             r->refine_m);
-    fprintf(f, "Time: sensitivity %.0f s (on the first %d tokens of each kind: %d KL runs; %d pairs off their layer's "
-               "attention-error front estimated), "
-               "joint search %.0f s (%d configurations, %d runs of one kind, %d candidates stopped early), "
-               "verification %.0f s.\n\n",
-            r->t_sens, r->sens_tokens, r->n_tail, r->n_skipped, r->t_refine, r->n_configs, r->n_runs, r->n_cut, r->t_verify);
+    fprintf(f, "Time (wall, and CPU over all threads): sensitivity %.0f s, CPU %.0f s (on the first %d tokens of each "
+               "kind: %d KL runs; %d pairs off their layer's attention-error front estimated); joint search %.0f s, CPU "
+               "%.0f s (%d configurations, %d runs of one kind, %d candidates stopped early); verification %.0f s, CPU "
+               "%.0f s.\n\n",
+            r->t_sens, r->c_sens, r->sens_tokens, r->n_tail, r->n_skipped, r->t_refine, r->c_refine, r->n_configs,
+            r->n_runs, r->n_cut, r->t_verify, r->c_verify);
 }
 
 // Held-back KL of every point on every kind, in-domain mean and out-of-domain side by side.

@@ -69,7 +69,8 @@ typedef struct {
     int n_tail, n_skipped; // sensitivity: KL runs done, pairs estimated from the attention error
     const char *uniform_skipped;   // uniform pairs predicted far worse than a cheaper one: "K2V4, K2V8"
     int n_configs, n_runs, n_cut;  // joint search: configurations, runs (one kind each), stopped early
-    double t_sens, t_refine, t_verify;
+    double t_sens, t_refine, t_verify;   // wall seconds of the three phases
+    double c_sens, c_refine, c_verify;   // their CPU seconds (all threads)
 } TuneReport;
 
 // Write <out>/<preset>-<budget>.yaml for each tuned point, results.md, heatmap.svg and
