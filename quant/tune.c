@@ -202,9 +202,14 @@ static void read_kind(const Model *m, TuneKind *k, int n) {
 
 // ---- measuring a configuration ----------------------------------------------------------------
 
-// A full spec: the grouping with per-layer bits kv[l] on every head.
+// A full spec: the grouping with per-layer bits kv[l] on every head, and the grouping's rotated
+// layers (docs/DESIGN.md §3.10), so that every configuration the tuner measures (joint search,
+// uniform baselines, verification) is quantized as the one it writes will be. The spec owns its
+// copies (free_kvspec frees both).
 static void spec_for(const KVSpec *grouping, const Config *c, const KVBits *kv, KVSpec *out) {
     *out = *grouping;
+    out->rotate = NULL;
+    if (grouping->rotate) memcpy(build_kvspec_rotate(out), grouping->rotate, (size_t)c->n_layers);
     out->bits = xmalloc((size_t)c->n_layers * c->n_kv_heads * sizeof(KVBits));
     for (int l = 0; l < c->n_layers; l++)
         for (int h = 0; h < c->n_kv_heads; h++) out->bits[(size_t)l * c->n_kv_heads + h] = kv[l];
