@@ -678,7 +678,7 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     verify_points(m, grouping, kinds, n_kinds, N, pts, np, o->progress);
     double t_verify = now_s() - t3, c_verify = cpu_s() - c3;
 
-    TuneReport rep = {.preset = preset, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .sens_tokens = n_sens,
+    TuneReport rep = {.preset = preset, .rotate = grouping->rotate, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .sens_tokens = n_sens,
                       .max_bits = o->max_bits,
                       .kinds = kinds, .n_kinds = n_kinds, .n_cal = n_cal, .tab = &tab, .keep = keep, .cl = &cl,
                       .pts = pts, .n_pts = np, .log = blog, .n_budgets = n_budgets, .refine_m = TUNE_REFINE_M, .n_tail = n_tail, .n_skipped = n_skipped,

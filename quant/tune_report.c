@@ -205,7 +205,7 @@ void tune_write_report(const TuneReport *r) {
     for (int i = 0; i < r->n_pts; i++) {
         if (r->pts[i].uniform) continue;
         snprintf(path, sizeof path, "%s/%s-%.1f.yaml", r->out_dir, r->preset, r->pts[i].budget);
-        if (tune_write_yaml(path, r->pts[i].kv, r->n_layers) != 0)
+        if (tune_write_yaml(path, r->pts[i].kv, r->rotate, r->n_layers) != 0)
             fatal("--out %s: cannot write %s: %s", r->out_dir, path, strerror(errno));
     }
     snprintf(path, sizeof path, "%s/results.md", r->out_dir);

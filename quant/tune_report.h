@@ -53,6 +53,8 @@ typedef struct {
 
 typedef struct {
     const char *preset, *out_dir;
+    const uint8_t *rotate; // [n_layers] the layers whose cache was Hadamard-rotated (--kv-rotate,
+                           //   docs/DESIGN.md §3.10) in every measurement; NULL: none
     int n_layers, tokens;  // tokens of each kind
     int sens_tokens;       // of which the sensitivity runs used the first
     double max_bits;
