@@ -569,6 +569,18 @@ static int uniform_configs(Search *s, double max_bits, int *uni, int *upair, cha
     return n;
 }
 
+// 1 if the grouping rotates every layer (--kv-rotate), 0 if none. The tuner searches bits under
+// one cache transform for the whole model; a per-layer mix comes only from a config file, which
+// -m tune does not take.
+static int grouping_rotated(const KVSpec *g) {
+    int n = 0;
+    for (int l = 0; g->rotate && l < g->n_layers; l++) n += g->rotate[l] != 0;
+    if (n && n < g->n_layers)
+        fatal("tune: the KV grouping rotates %d of %d layers; the tuner rotates every layer (--kv-rotate) or none", n,
+              g->n_layers);
+    return n > 0;
+}
+
 int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     const Config *c = &m->config;
     int L = c->n_layers;
@@ -583,6 +595,7 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     if (N < 16) fatal("--tokens: %d tokens of each kind are too few for the tuner (at least 16)", N);
     if (N > c->max_seq_len) fatal("--tokens: %d is beyond the model's context of %d", N, c->max_seq_len);
     kvspec_validate(grouping, "tune: the KV grouping");
+    int rotated = grouping_rotated(grouping);
     prepare_out_dir(o->out_dir);
     int cap_cost = (int)floor(o->max_bits * 2 * L + 1e-9);
     const char *preset = o->preset ? o->preset : "custom";
@@ -590,10 +603,11 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     // 1. the texts
     for (int k = 0; k < n_kinds; k++) read_kind(m, &kinds[k], N);
     int n_sens = tune_sens_tokens(N);
-    if (o->sens_path) tune_load_sensitivity(o->sens_path, kinds, n_cal, n_sens, L);   // checked before any work
+    if (o->sens_path) tune_load_sensitivity(o->sens_path, kinds, n_cal, n_sens, L, rotated);   // checked before any work
     if (o->progress) {
-        fprintf(stderr, "tune: %s preset, %d layers x %d pairs, %d kinds x %d calibration (sensitivity: the first %d) + "
-                        "held-back tokens (", preset, L, TUNE_NPAIRS, n_cal, N, n_sens);
+        fprintf(stderr, "tune: %s preset%s, %d layers x %d pairs, %d kinds x %d calibration (sensitivity: the first %d) + "
+                        "held-back tokens (", preset, rotated ? " with a rotated cache" : "", L, TUNE_NPAIRS, n_cal, N,
+                n_sens);
         for (int k = 0; k < n_kinds; k++) fprintf(stderr, "%s%s%s", k ? ", " : "", kinds[k].name, kinds[k].calibrated ? "" : ": --verify only");
         fprintf(stderr, "), out %s\n", o->out_dir);
     }
@@ -608,7 +622,7 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/sensitivity.tsv", o->out_dir);
-    tune_save_sensitivity(path, kinds, n_cal, n_sens, preset);
+    tune_save_sensitivity(path, kinds, n_cal, n_sens, preset, rotated);
     if (o->progress && o->sens_path) fprintf(stderr, "tune: sensitivity tables read from %s\n", o->sens_path);
     double t_sens = now_s() - t_start, c_sens = cpu_s() - c_start;
 
@@ -687,8 +701,9 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
                       .c_verify = c_verify};
     tune_write_report(&rep);
     double wall = now_s() - t_start;
-    printf("tune: wrote %d tuned configs to %s in %.1f s (sensitivity %.1f s, joint search %.1f s, verification %.1f s; "
-           "CPU %.0f s)\n", n_budgets, o->out_dir, wall, t_sens, t_refine, t_verify, cpu_s() - c_start);
+    printf("tune: wrote %d tuned configs%s to %s in %.1f s (sensitivity %.1f s, joint search %.1f s, verification %.1f s; "
+           "CPU %.0f s)\n", n_budgets, rotated ? " for a rotated cache (rotate: true on every layer)" : "", o->out_dir, wall,
+           t_sens, t_refine, t_verify, cpu_s() - c_start);
     printf("tune preset %s front %d groups %d tokens %d kinds %d wall_s %.1f out %s\n", preset, n_budgets, cl.n_groups,
            N, n_cal, wall, o->out_dir);
 

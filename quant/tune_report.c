@@ -30,8 +30,19 @@ static const TunePoint *best_uniform(const TuneReport *r, double bits, int k) {
     return b;
 }
 
+static int n_rotated(const TuneReport *r) {
+    int n = 0;
+    for (int l = 0; r->rotate && l < r->n_layers; l++) n += r->rotate[l] != 0;
+    return n;
+}
+
 static void write_header(FILE *f, const TuneReport *r) {
-    fprintf(f, "# KVTuner search: %s preset\n\n", r->preset);
+    int rot = n_rotated(r);
+    fprintf(f, "# KVTuner search: %s preset%s\n\n", r->preset, rot ? ", rotated cache" : "");
+    if (rot)
+        fprintf(f, "The cache was Hadamard-rotated (`--kv-rotate`, docs/DESIGN.md §3.10) on %d of %d layers in every "
+                   "measurement: sensitivity, joint search, the uniform configurations and verification. The configs "
+                   "written say `rotate: true` on those layers.\n\n", rot, r->n_layers);
     fprintf(f, "Calibration: %d kind%s of text, %d tokens of each from the first half of its file (", r->n_cal,
             r->n_cal > 1 ? "s" : "", r->tokens);
     for (int k = 0; k < r->n_cal; k++) fprintf(f, "%s`%s`", k ? ", " : "", r->kinds[k].path);
@@ -212,7 +223,8 @@ void tune_write_report(const TuneReport *r) {
     write_markdown(r, path);
 
     char title[200];
-    snprintf(title, sizeof title, "Sensitivity (KL, only this layer quantized, kinds combined), %s preset", r->preset);
+    snprintf(title, sizeof title, "Sensitivity (KL, only this layer quantized, kinds combined), %s preset%s", r->preset,
+             n_rotated(r) ? ", rotated" : "");
     snprintf(path, sizeof path, "%s/heatmap.svg", r->out_dir);
     if (tune_write_heatmap_svg(path, r->tab, r->keep, r->cl, title) != 0)
         fatal("--out %s: cannot write %s: %s", r->out_dir, path, strerror(errno));
@@ -227,10 +239,11 @@ void tune_write_report(const TuneReport *r) {
         pp[n++] = (PlotPoint){p->label, p->avg_bits, p->uniform ? -1 : p->pred, meas, p->uniform};
     }
     if (has_verify(r))
-        snprintf(title, sizeof title, "Tuned vs uniform, %s preset: KL on %s (not calibrated on)", r->preset,
-                 r->kinds[r->n_cal].name);
+        snprintf(title, sizeof title, "Tuned vs uniform, %s preset%s: KL on %s (not calibrated on)", r->preset,
+                 n_rotated(r) ? ", rotated" : "", r->kinds[r->n_cal].name);
     else
-        snprintf(title, sizeof title, "Tuned vs uniform, %s preset: held-back KL, mean over kinds", r->preset);
+        snprintf(title, sizeof title, "Tuned vs uniform, %s preset%s: held-back KL, mean over kinds", r->preset,
+                 n_rotated(r) ? ", rotated" : "");
     snprintf(path, sizeof path, "%s/front.svg", r->out_dir);
     if (tune_write_front_svg(path, pp, n, title) != 0)
         fatal("--out %s: cannot write %s: %s", r->out_dir, path, strerror(errno));

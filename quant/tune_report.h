@@ -89,10 +89,11 @@ int tune_sens_tokens(int n);
 // runs done and the pairs estimated.
 void tune_measure_kind(const Model *m, const KVSpec *grouping, TuneKind *k, int n, int progress, int *n_tail,
                        int *n_skipped);
-void tune_save_sensitivity(const char *path, const TuneKind *kinds, int n_cal, int n, const char *preset);
+// `rotated`: the cache was Hadamard-rotated on every layer (--kv-rotate); the table says so.
+void tune_save_sensitivity(const char *path, const TuneKind *kinds, int n_cal, int n, const char *preset, int rotated);
 // Fill kinds[k].tab for every calibration kind from a sensitivity.tsv (other kinds in it are
 // ignored); fatal (naming the file and line) unless it has every layer 0..L-1 of every kind,
-// measured on n tokens (tune_sens_tokens of this run's).
-void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, int L);
+// measured on n tokens (tune_sens_tokens of this run's), with rotation iff `rotated`.
+void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, int L, int rotated);
 
 #endif
