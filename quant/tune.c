@@ -1,8 +1,9 @@
 // tune.c: `run -m tune` (tune.h, docs/DESIGN.md §6). The steps, in order:
 //   1. text: for each kind (a -f file), calibration tokens from its first half and held-back
 //      tokens from its second half; the --verify file's first tokens
-//   2-3. per kind: one fp16 pass recording every layer, then the sensitivity table (tune_sens.c),
-//      or every kind's table from an earlier run's sensitivity.tsv
+//   2-3. per kind: one fp16 pass recording every layer over the first half of its calibration
+//      tokens, then the sensitivity table (tune_sens.c), or every kind's table from an earlier
+//      run's sensitivity.tsv
 //   4. the kinds' tables combined (tuner.h), pruning, clustering, the DP front under --max-bits
 //   5. joint search: every uniform configuration within the cap is measured on every kind's
 //      calibration text; at every half-bit budget the few best candidates of the additive model
@@ -84,6 +85,13 @@ int tune_options_parse(TuneOptions *o, int argc, char **argv, int i) {
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// CPU seconds of the process, all threads: what a phase costs whatever else the machine runs.
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -194,9 +202,14 @@ static void read_kind(const Model *m, TuneKind *k, int n) {
 
 // ---- measuring a configuration ----------------------------------------------------------------
 
-// A full spec: the grouping with per-layer bits kv[l] on every head.
+// A full spec: the grouping with per-layer bits kv[l] on every head, and the grouping's rotated
+// layers (docs/DESIGN.md §3.10), so that every configuration the tuner measures (joint search,
+// uniform baselines, verification) is quantized as the one it writes will be. The spec owns its
+// copies (free_kvspec frees both).
 static void spec_for(const KVSpec *grouping, const Config *c, const KVBits *kv, KVSpec *out) {
     *out = *grouping;
+    out->rotate = NULL;
+    if (grouping->rotate) memcpy(build_kvspec_rotate(out), grouping->rotate, (size_t)c->n_layers);
     out->bits = xmalloc((size_t)c->n_layers * c->n_kv_heads * sizeof(KVBits));
     for (int l = 0; l < c->n_layers; l++)
         for (int h = 0; h < c->n_kv_heads; h++) out->bits[(size_t)l * c->n_kv_heads + h] = kv[l];
@@ -556,10 +569,22 @@ static int uniform_configs(Search *s, double max_bits, int *uni, int *upair, cha
     return n;
 }
 
+// 1 if the grouping rotates every layer (--kv-rotate), 0 if none. The tuner searches bits under
+// one cache transform for the whole model; a per-layer mix comes only from a config file, which
+// -m tune does not take.
+static int grouping_rotated(const KVSpec *g) {
+    int n = 0;
+    for (int l = 0; g->rotate && l < g->n_layers; l++) n += g->rotate[l] != 0;
+    if (n && n < g->n_layers)
+        fatal("tune: the KV grouping rotates %d of %d layers; the tuner rotates every layer (--kv-rotate) or none", n,
+              g->n_layers);
+    return n > 0;
+}
+
 int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     const Config *c = &m->config;
     int L = c->n_layers;
-    double t_start = now_s();
+    double t_start = now_s(), c_start = cpu_s();
     if (!o->calib || !*o->calib) fatal("-m tune: give the calibration text with -f FILE (or FILE,FILE,... one per kind)");
     char *list = xstrdup(o->calib);
     TuneKind kinds[TUNE_MAX_KINDS];
@@ -570,16 +595,19 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     if (N < 16) fatal("--tokens: %d tokens of each kind are too few for the tuner (at least 16)", N);
     if (N > c->max_seq_len) fatal("--tokens: %d is beyond the model's context of %d", N, c->max_seq_len);
     kvspec_validate(grouping, "tune: the KV grouping");
+    int rotated = grouping_rotated(grouping);
     prepare_out_dir(o->out_dir);
     int cap_cost = (int)floor(o->max_bits * 2 * L + 1e-9);
     const char *preset = o->preset ? o->preset : "custom";
 
     // 1. the texts
     for (int k = 0; k < n_kinds; k++) read_kind(m, &kinds[k], N);
-    if (o->sens_path) tune_load_sensitivity(o->sens_path, kinds, n_cal, N, L);   // checked before any work
+    int n_sens = tune_sens_tokens(N);
+    if (o->sens_path) tune_load_sensitivity(o->sens_path, kinds, n_cal, n_sens, L, rotated);   // checked before any work
     if (o->progress) {
-        fprintf(stderr, "tune: %s preset, %d layers x %d pairs, %d kinds x %d calibration + held-back tokens (", preset, L,
-                TUNE_NPAIRS, n_cal, N);
+        fprintf(stderr, "tune: %s preset%s, %d layers x %d pairs, %d kinds x %d calibration (sensitivity: the first %d) + "
+                        "held-back tokens (", preset, rotated ? " with a rotated cache" : "", L, TUNE_NPAIRS, n_cal, N,
+                n_sens);
         for (int k = 0; k < n_kinds; k++) fprintf(stderr, "%s%s%s", k ? ", " : "", kinds[k].name, kinds[k].calibrated ? "" : ": --verify only");
         fprintf(stderr, "), out %s\n", o->out_dir);
     }
@@ -588,18 +616,15 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     size_t V = (size_t)c->vocab_size;
     int n_tail = 0, n_skipped = 0;
     for (int k = 0; k < n_cal; k++) {
-        if (o->sens_path) {
-            kinds[k].cal_base = xmalloc((size_t)(N - 1) * V * sizeof(float));
-            eval_base_logprobs(m, kinds[k].cal, N, TUNE_EVAL_BATCH, kinds[k].cal_base);
-        } else {
-            tune_measure_kind(m, grouping, &kinds[k], N, o->progress, &n_tail, &n_skipped);
-        }
+        if (!o->sens_path) tune_measure_kind(m, grouping, &kinds[k], n_sens, o->progress, &n_tail, &n_skipped);
+        kinds[k].cal_base = xmalloc((size_t)(N - 1) * V * sizeof(float));
+        eval_base_logprobs(m, kinds[k].cal, N, TUNE_EVAL_BATCH, kinds[k].cal_base);
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/sensitivity.tsv", o->out_dir);
-    tune_save_sensitivity(path, kinds, n_cal, N, preset);
+    tune_save_sensitivity(path, kinds, n_cal, n_sens, preset, rotated);
     if (o->progress && o->sens_path) fprintf(stderr, "tune: sensitivity tables read from %s\n", o->sens_path);
-    double t_sens = now_s() - t_start;
+    double t_sens = now_s() - t_start, c_sens = cpu_s() - c_start;
 
     // 4. combine, prune, cluster, search
     SensTable *ktabs = xmalloc((size_t)n_cal * sizeof(SensTable)), tab;
@@ -630,7 +655,7 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     for (double b = 2.0 + TUNE_BUDGET_STEP; b <= top + 1e-9; b += TUNE_BUDGET_STEP) n_budgets++;
     TunePoint *pts = xcalloc((size_t)n_budgets + n_uni, sizeof(TunePoint));
     BudgetLog *blog = xcalloc((size_t)n_budgets, sizeof(BudgetLog));
-    double t2 = now_s(), ref[TUNE_MAX_KINDS];
+    double t2 = now_s(), c2 = cpu_s(), ref[TUNE_MAX_KINDS];
     int np = 0, prev = -1, *chosen = xmalloc((size_t)(n_budgets + 1) * sizeof(int));
     for (int i = 0; i < n_budgets; i++) {       // (2.0 bits is KV2 only: a uniform point below)
         double b = 2.0 + TUNE_BUDGET_STEP * (i + 1);
@@ -659,23 +684,26 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
         pt->budget = pt->avg_bits;
         snprintf(pt->label, sizeof pt->label, "%s", tune_pair_name(upair[u]));
     }
-    double t_refine = now_s() - t2;
+    double t_refine = now_s() - t2, c_refine = cpu_s() - c2;
     for (int k = 0; k < n_cal; k++) { free(kinds[k].cal_base); kinds[k].cal_base = NULL; }
 
     // 6. verification on held-back text of every kind and on the --verify text
-    double t3 = now_s();
+    double t3 = now_s(), c3 = cpu_s();
     verify_points(m, grouping, kinds, n_kinds, N, pts, np, o->progress);
-    double t_verify = now_s() - t3;
+    double t_verify = now_s() - t3, c_verify = cpu_s() - c3;
 
-    TuneReport rep = {.preset = preset, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .max_bits = o->max_bits,
+    TuneReport rep = {.preset = preset, .rotate = grouping->rotate, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .sens_tokens = n_sens,
+                      .max_bits = o->max_bits,
                       .kinds = kinds, .n_kinds = n_kinds, .n_cal = n_cal, .tab = &tab, .keep = keep, .cl = &cl,
                       .pts = pts, .n_pts = np, .log = blog, .n_budgets = n_budgets, .refine_m = TUNE_REFINE_M, .n_tail = n_tail, .n_skipped = n_skipped,
                       .uniform_skipped = skipped, .n_configs = s.me.n, .n_runs = s.me.runs, .n_cut = s.me.cut, .t_sens = t_sens,
-                      .t_refine = t_refine, .t_verify = t_verify};
+                      .t_refine = t_refine, .t_verify = t_verify, .c_sens = c_sens, .c_refine = c_refine,
+                      .c_verify = c_verify};
     tune_write_report(&rep);
     double wall = now_s() - t_start;
-    printf("tune: wrote %d tuned configs to %s in %.1f s (sensitivity %.1f s, joint search %.1f s, verification %.1f s)\n",
-           n_budgets, o->out_dir, wall, t_sens, t_refine, t_verify);
+    printf("tune: wrote %d tuned configs%s to %s in %.1f s (sensitivity %.1f s, joint search %.1f s, verification %.1f s; "
+           "CPU %.0f s)\n", n_budgets, rotated ? " for a rotated cache (rotate: true on every layer)" : "", o->out_dir, wall,
+           t_sens, t_refine, t_verify, cpu_s() - c_start);
     printf("tune preset %s front %d groups %d tokens %d kinds %d wall_s %.1f out %s\n", preset, n_budgets, cl.n_groups,
            N, n_cal, wall, o->out_dir);
 

@@ -7,11 +7,14 @@
 #include <math.h>
 #include <stdio.h>
 
-int tune_write_yaml(const char *path, const KVBits *kv, int n_layers) {
+int tune_write_yaml(const char *path, const KVBits *kv, const uint8_t *rotate, int n_layers) {
     FILE *f = fopen(path, "w");
     if (!f) return -1;
-    for (int l = 0; l < n_layers; l++)
+    for (int l = 0; l < n_layers; l++) {
         fprintf(f, "%d:\n  nbits_key: %d\n  nbits_value: %d\n", l, kv[l].k_bits, kv[l].v_bits);
+        // the bits were chosen for a rotated layer: loaded without it they would be wrong
+        if (rotate && rotate[l]) fprintf(f, "  rotate: true\n");
+    }
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) { if (!errno) errno = EIO; return -1; }
     return 0;

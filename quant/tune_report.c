@@ -30,8 +30,19 @@ static const TunePoint *best_uniform(const TuneReport *r, double bits, int k) {
     return b;
 }
 
+static int n_rotated(const TuneReport *r) {
+    int n = 0;
+    for (int l = 0; r->rotate && l < r->n_layers; l++) n += r->rotate[l] != 0;
+    return n;
+}
+
 static void write_header(FILE *f, const TuneReport *r) {
-    fprintf(f, "# KVTuner search: %s preset\n\n", r->preset);
+    int rot = n_rotated(r);
+    fprintf(f, "# KVTuner search: %s preset%s\n\n", r->preset, rot ? ", rotated cache" : "");
+    if (rot)
+        fprintf(f, "The cache was Hadamard-rotated (`--kv-rotate`, docs/DESIGN.md §3.10) on %d of %d layers in every "
+                   "measurement: sensitivity, joint search, the uniform configurations and verification. The configs "
+                   "written say `rotate: true` on those layers.\n\n", rot, r->n_layers);
     fprintf(f, "Calibration: %d kind%s of text, %d tokens of each from the first half of its file (", r->n_cal,
             r->n_cal > 1 ? "s" : "", r->tokens);
     for (int k = 0; k < r->n_cal; k++) fprintf(f, "%s`%s`", k ? ", " : "", r->kinds[k].path);
@@ -47,10 +58,12 @@ static void write_header(FILE *f, const TuneReport *r) {
                "max over kinds of its KL over the least KL of a uniform configuration within the budget on that "
                "kind (docs/DESIGN.md §6.1). Below 1 it beats every such uniform configuration on every kind.\n\n",
             r->refine_m);
-    fprintf(f, "Time: sensitivity %.0f s (%d KL runs; %d pairs off their layer's attention-error front estimated), "
-               "joint search %.0f s (%d configurations, %d runs of one kind, %d candidates stopped early), "
-               "verification %.0f s.\n\n",
-            r->t_sens, r->n_tail, r->n_skipped, r->t_refine, r->n_configs, r->n_runs, r->n_cut, r->t_verify);
+    fprintf(f, "Time (wall, and CPU over all threads): sensitivity %.0f s, CPU %.0f s (on the first %d tokens of each "
+               "kind: %d KL runs; %d pairs off their layer's attention-error front estimated); joint search %.0f s, CPU "
+               "%.0f s (%d configurations, %d runs of one kind, %d candidates stopped early); verification %.0f s, CPU "
+               "%.0f s.\n\n",
+            r->t_sens, r->c_sens, r->sens_tokens, r->n_tail, r->n_skipped, r->t_refine, r->c_refine, r->n_configs,
+            r->n_runs, r->n_cut, r->t_verify, r->c_verify);
 }
 
 // Held-back KL of every point on every kind, in-domain mean and out-of-domain side by side.
@@ -203,14 +216,15 @@ void tune_write_report(const TuneReport *r) {
     for (int i = 0; i < r->n_pts; i++) {
         if (r->pts[i].uniform) continue;
         snprintf(path, sizeof path, "%s/%s-%.1f.yaml", r->out_dir, r->preset, r->pts[i].budget);
-        if (tune_write_yaml(path, r->pts[i].kv, r->n_layers) != 0)
+        if (tune_write_yaml(path, r->pts[i].kv, r->rotate, r->n_layers) != 0)
             fatal("--out %s: cannot write %s: %s", r->out_dir, path, strerror(errno));
     }
     snprintf(path, sizeof path, "%s/results.md", r->out_dir);
     write_markdown(r, path);
 
     char title[200];
-    snprintf(title, sizeof title, "Sensitivity (KL, only this layer quantized, kinds combined), %s preset", r->preset);
+    snprintf(title, sizeof title, "Sensitivity (KL, only this layer quantized, kinds combined), %s preset%s", r->preset,
+             n_rotated(r) ? ", rotated" : "");
     snprintf(path, sizeof path, "%s/heatmap.svg", r->out_dir);
     if (tune_write_heatmap_svg(path, r->tab, r->keep, r->cl, title) != 0)
         fatal("--out %s: cannot write %s: %s", r->out_dir, path, strerror(errno));
@@ -225,10 +239,11 @@ void tune_write_report(const TuneReport *r) {
         pp[n++] = (PlotPoint){p->label, p->avg_bits, p->uniform ? -1 : p->pred, meas, p->uniform};
     }
     if (has_verify(r))
-        snprintf(title, sizeof title, "Tuned vs uniform, %s preset: KL on %s (not calibrated on)", r->preset,
-                 r->kinds[r->n_cal].name);
+        snprintf(title, sizeof title, "Tuned vs uniform, %s preset%s: KL on %s (not calibrated on)", r->preset,
+                 n_rotated(r) ? ", rotated" : "", r->kinds[r->n_cal].name);
     else
-        snprintf(title, sizeof title, "Tuned vs uniform, %s preset: held-back KL, mean over kinds", r->preset);
+        snprintf(title, sizeof title, "Tuned vs uniform, %s preset%s: held-back KL, mean over kinds", r->preset,
+                 n_rotated(r) ? ", rotated" : "");
     snprintf(path, sizeof path, "%s/front.svg", r->out_dir);
     if (tune_write_front_svg(path, pp, n, title) != 0)
         fatal("--out %s: cannot write %s: %s", r->out_dir, path, strerror(errno));

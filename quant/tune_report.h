@@ -14,7 +14,7 @@ typedef struct {
     int calibrated;        // 1: from -f (calibration + held back); 0: --verify (held back only)
     int *cal;              // [n] calibration token ids, from the first half (NULL for --verify)
     int *held;             // [n] held-back token ids: the second half (--verify: from the start)
-    float *cal_base;       // [n-1][vocab] fp16 log-probs of cal, kept through the joint search
+    float *cal_base;       // [n-1][vocab] fp16 log-probs of cal, for the joint search
     SensTable tab;         // this kind's sensitivity (calibration kinds only)
 } TuneKind;
 
@@ -53,7 +53,10 @@ typedef struct {
 
 typedef struct {
     const char *preset, *out_dir;
+    const uint8_t *rotate; // [n_layers] the layers whose cache was Hadamard-rotated (--kv-rotate,
+                           //   docs/DESIGN.md §3.10) in every measurement; NULL: none
     int n_layers, tokens;  // tokens of each kind
+    int sens_tokens;       // of which the sensitivity runs used the first
     double max_bits;
     const TuneKind *kinds; // [n_kinds]: the calibration kinds, then the --verify kind if any
     int n_kinds, n_cal;
@@ -68,22 +71,29 @@ typedef struct {
     int n_tail, n_skipped; // sensitivity: KL runs done, pairs estimated from the attention error
     const char *uniform_skipped;   // uniform pairs predicted far worse than a cheaper one: "K2V4, K2V8"
     int n_configs, n_runs, n_cut;  // joint search: configurations, runs (one kind each), stopped early
-    double t_sens, t_refine, t_verify;
+    double t_sens, t_refine, t_verify;   // wall seconds of the three phases
+    double c_sens, c_refine, c_verify;   // their CPU seconds (all threads)
 } TuneReport;
 
 // Write <out>/<preset>-<budget>.yaml for each tuned point, results.md, heatmap.svg and
 // front.svg. Fatal if a file cannot be written.
 void tune_write_report(const TuneReport *r);
 
-// ---- tune_sens.c: step 2-3 and sensitivity.tsv ----
-// Record the fp16 pass over k->cal and measure k->tab (k->cal_base is set from the pass).
-// Counts the KL runs done and the pairs estimated.
+// ---- tune_sens.c: step 1-2 and sensitivity.tsv ----
+// The sensitivity runs use the first n / TUNE_SENS_SHARE of a kind's n calibration tokens (at
+// least 16): the layer ranking they give is what the proposals need, and it holds at half the
+// length (docs/DESIGN.md §6.2), while the joint search measures on all n.
+#define TUNE_SENS_SHARE 2
+int tune_sens_tokens(int n);
+// Record the fp16 pass over the first n tokens of k->cal and measure k->tab. Counts the KL
+// runs done and the pairs estimated.
 void tune_measure_kind(const Model *m, const KVSpec *grouping, TuneKind *k, int n, int progress, int *n_tail,
                        int *n_skipped);
-void tune_save_sensitivity(const char *path, const TuneKind *kinds, int n_cal, int n, const char *preset);
+// `rotated`: the cache was Hadamard-rotated on every layer (--kv-rotate); the table says so.
+void tune_save_sensitivity(const char *path, const TuneKind *kinds, int n_cal, int n, const char *preset, int rotated);
 // Fill kinds[k].tab for every calibration kind from a sensitivity.tsv (other kinds in it are
 // ignored); fatal (naming the file and line) unless it has every layer 0..L-1 of every kind,
-// measured on n tokens.
-void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, int L);
+// measured on n tokens (tune_sens_tokens of this run's), with rotation iff `rotated`.
+void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, int L, int rotated);
 
 #endif

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+int tune_sens_tokens(int n) { return n / TUNE_SENS_SHARE < 16 ? (n < 16 ? n : 16) : n / TUNE_SENS_SHARE; }
+
 // Sensitivity KL is scored at every stride-th position, as long as >= TUNE_KL_MIN_SCORED
 // positions remain: every token still runs through every layer (the same contexts), only the
 // classifier and the softmax are skipped, which are ~40% of a tail run at 256 tokens on
@@ -96,8 +98,6 @@ void tune_measure_kind(const Model *m, const KVSpec *grouping, TuneKind *k, int 
                     dt * (all - done) / done);
         }
     }
-    k->cal_base = r.logp;                      // the fp16 log-probs, kept for the joint search
-    r.logp = NULL;
     free_kvcache(c16);
     free_kvspec(&sp16);
     free(o16); free(oq);
@@ -105,18 +105,23 @@ void tune_measure_kind(const Model *m, const KVSpec *grouping, TuneKind *k, int 
     free_runstate(&s);
 }
 
-// sensitivity.tsv: a line naming the options (the column order), then one line per kind and
-// layer: kind, tokens, layer, the 9 KLs, the 9 attention errors, and 9 flags (1: the KL was
-// measured, 0: estimated from the attention error).
+// sensitivity.tsv: a line naming the options (the column order), a line saying whether the
+// cache was rotated, then one line per kind and layer: kind, tokens (those the KL runs used),
+// layer, the 9 KLs, the 9 attention errors, and 9 flags (1: the KL was measured, 0: estimated
+// from the attention error).
 static const char *OPTIONS_LINE = "# options:";
+// Rotation changes which numbers share a quantization group (docs/DESIGN.md §3.10), so a
+// table measured with it describes another cache than one measured without: reusing it would
+// search on the wrong errors. A table without this line was measured without rotation.
+static const char *ROTATE_LINE = "# rotate:";
 
-void tune_save_sensitivity(const char *path, const TuneKind *kinds, int n_cal, int n, const char *preset) {
+void tune_save_sensitivity(const char *path, const TuneKind *kinds, int n_cal, int n, const char *preset, int rotated) {
     FILE *f = fopen(path, "w");
     if (!f) fatal("cannot write %s: %s", path, strerror(errno));
-    fprintf(f, "# kvtuner.c -m tune sensitivity, %s preset: kind, tokens, layer, KL x 9, attention rel. error x 9, "
-               "KL measured (1) or estimated (0) x 9\n%s", preset, OPTIONS_LINE);
+    fprintf(f, "# kvtuner.c -m tune sensitivity, %s preset%s: kind, tokens, layer, KL x 9, attention rel. error x 9, "
+               "KL measured (1) or estimated (0) x 9\n%s", preset, rotated ? ", rotated cache" : "", OPTIONS_LINE);
     for (int p = 0; p < TUNE_NPAIRS; p++) fprintf(f, " %s", tune_pair_name(p));
-    fprintf(f, "\n");
+    fprintf(f, "\n%s %s\n", ROTATE_LINE, rotated ? "true" : "false");
     for (int k = 0; k < n_cal; k++) {
         const SensTable *t = &kinds[k].tab;
         for (int l = 0; l < t->n_layers; l++) {
@@ -155,9 +160,20 @@ static void load_row(const char *path, int line, char *p, SensTable *t, unsigned
     if (*end) fatal("%s: line %d: extra text after the flags", path, line);
 }
 
-void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, int L) {
+// Fatal unless the table's rotation (`file_rotated`, read from its ROTATE_LINE, or 0 without
+// one) is this run's.
+static void check_rotation(const char *path, int line, int file_rotated, int rotated) {
+    if (file_rotated && !rotated)
+        fatal("%s: line %d: measured with a rotated cache (--kv-rotate) and this run does not rotate: give --kv-rotate, "
+              "or measure the sensitivity again", path, line);
+    if (!file_rotated && rotated)
+        fatal("%s: line %d: measured without rotation and this run rotates the cache (--kv-rotate): drop --kv-rotate, "
+              "or measure the sensitivity again", path, line);
+}
+
+void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, int L, int rotated) {
     char *text = read_file(path, NULL), *save = NULL;
-    int line = 0, options_ok = 0;
+    int line = 0, options_ok = 0, rotate_seen = 0;
     char want[256];
     int w = snprintf(want, sizeof want, "%s", OPTIONS_LINE);
     for (int p = 0; p < TUNE_NPAIRS; p++) w += snprintf(want + w, sizeof want - (size_t)w, " %s", tune_pair_name(p));
@@ -172,8 +188,19 @@ void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, 
             options_ok = 1;
             continue;
         }
+        if (!strncmp(ln, ROTATE_LINE, strlen(ROTATE_LINE))) {
+            const char *v = ln + strlen(ROTATE_LINE);
+            while (*v == ' ') v++;
+            if (rotate_seen) fatal("%s: line %d: a second '%s' line", path, line, ROTATE_LINE);
+            if (strcmp(v, "true") && strcmp(v, "false"))
+                fatal("%s: line %d: '%s' is followed by '%s', not true or false", path, line, ROTATE_LINE, v);
+            check_rotation(path, line, !strcmp(v, "true"), rotated);
+            rotate_seen = 1;
+            continue;
+        }
         if (ln[0] == '#' || ln[0] == 0) continue;
         if (!options_ok) fatal("%s: line %d: a data line before the '%s' line", path, line, OPTIONS_LINE);
+        if (!rotate_seen) check_rotation(path, line, 0, rotated);   // an older table: not rotated
         char *tab1 = strchr(ln, '\t');
         if (!tab1) fatal("%s: line %d: expected kind, tokens, layer and values separated by tabs", path, line);
         *tab1 = 0;
@@ -183,8 +210,8 @@ void tune_load_sensitivity(const char *path, TuneKind *kinds, int n_cal, int n, 
         char *end;
         long tok = strtol(tab1 + 1, &end, 10);
         if (end == tab1 + 1) fatal("%s: line %d: the token count is not a number", path, line);
-        if (tok != n) fatal("%s: line %d: kind '%s' was measured on %ld tokens, this run calibrates on %d (give --tokens %ld)",
-                            path, line, ln, tok, n, tok);
+        if (tok != n) fatal("%s: line %d: kind '%s' was measured on %ld tokens, this run measures %d (--tokens %ld)",
+                            path, line, ln, tok, n, tok * TUNE_SENS_SHARE);
         load_row(path, line, end, &kinds[k].tab, seen + (size_t)k * L);
     }
     if (!options_ok) fatal("%s: not a sensitivity table (no '%s' line)", path, OPTIONS_LINE);

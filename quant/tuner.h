@@ -148,9 +148,10 @@ double tune_mean_ratio(const double *kl, const double *ref, int n_kinds);
 int tune_pick(const double *kl, const int *cost, int n, const double *ref, int n_kinds);
 
 // ---- writers ------------------------------------------------------------------------------
-// KVTuner YAML (docs/DESIGN.md §3): "L:\n  nbits_key: K\n  nbits_value: V\n" for every layer.
-// Returns 0, or -1 (errno set) if the file cannot be written.
-int tune_write_yaml(const char *path, const KVBits *kv, int n_layers);
+// KVTuner YAML (docs/DESIGN.md §3.7): "L:\n  nbits_key: K\n  nbits_value: V\n" for every layer,
+// then "  rotate: true\n" for each layer with rotate[l] set (NULL: none; §3.10), the key
+// load_kvconfig reads. Returns 0, or -1 (errno set) if the file cannot be written.
+int tune_write_yaml(const char *path, const KVBits *kv, const uint8_t *rotate, int n_layers);
 
 // SVG pictures (our own, dependency-free). Heatmap: layers x 9 pairs, colour = log10 err,
 // pruned pairs crossed out, group index per row. Front: average bits vs error (log axis).

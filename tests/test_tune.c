@@ -4,6 +4,7 @@
 // reused per kind, and bad input is rejected with one clear line.
 #include "testutil.h"
 #include "../model/eval.h"
+#include "../quant/kvconfig.h"
 #include "../quant/tune.h"
 #include "../util/util.h"
 
@@ -194,6 +195,105 @@ START_TEST(test_tune_end_to_end) {
 }
 END_TEST
 
+static void expect_fail(const char *args, const char *needle);
+
+// The KV2 row's held-back KL in a results.md.
+static double kv2_kl(const char *dir) {
+    char md[700];
+    snprintf(md, sizeof md, "%s/results.md", dir);
+    char *text = read_file(md, NULL);
+    double v[16];
+    ck_assert_int_ge(row_cells(text, "KV2", v, 16), 4);
+    free(text);
+    return v[3];
+}
+
+// --kv-rotate (docs/DESIGN.md §3.10, §6): every measurement runs on the rotated cache (the
+// uniform KV2's KL is not the plain run's), every config written says rotate: true on every
+// layer and loads back so, the report and the summary say so, and a sensitivity table is reused
+// only under the rotation it was measured with.
+START_TEST(test_tune_rotated) {
+    ck_assert_msg(file_exists(TINY_MODEL), "missing " TINY_MODEL);
+    Model m;
+    load_model(&m, TINY_MODEL);
+    const Config *c = &m.config;
+    char rot[512], plain[512], cmd[2048], *out, *err;
+    snprintf(rot, sizeof rot, "%s/tune-rot", test_tmpdir());
+    snprintf(plain, sizeof plain, "%s/tune-plain", test_tmpdir());
+    const char *args = "--tokens 32 --kv-preset pertoken --max-bits 3";
+    snprintf(cmd, sizeof cmd, "%s %s -m tune -f %s %s --kv-rotate --out %s", run_bin(), TINY_MODEL, TEXT, args, rot);
+    int rc = run_cmd(cmd, &out, &err);
+    ck_assert_msg(rc == 0, "tune --kv-rotate failed (%d): %s", rc, err);
+    ck_assert_msg(strstr(out, "tuned configs for a rotated cache") != NULL, "summary: %s", out);
+    ck_assert(strstr(out, "tune preset pertoken front 2 groups ") != NULL);
+    ck_assert(strstr(err, "pertoken preset with a rotated cache") != NULL);
+    free(out); free(err);
+    snprintf(cmd, sizeof cmd, "%s %s -m tune -f %s %s --out %s", run_bin(), TINY_MODEL, TEXT, args, plain);
+    rc = run_cmd(cmd, &out, &err);
+    ck_assert_msg(rc == 0, "tune failed (%d): %s", rc, err);
+    ck_assert(strstr(out, "rotated") == NULL);
+    free(out); free(err);
+
+    double kr = kv2_kl(rot), kp = kv2_kl(plain);
+    ck_assert_msg(kr > 0 && kp > 0 && fabs(kr - kp) > 1e-3 * kp, "KV2 held-back KL rotated %g, plain %g", kr, kp);
+    char p[700];
+    snprintf(p, sizeof p, "%s/results.md", rot);
+    char *text = read_file(p, NULL);
+    ck_assert(strstr(text, "# KVTuner search: pertoken preset, rotated cache\n") != NULL);
+    free(text);
+    snprintf(p, sizeof p, "%s/results.md", plain);
+    text = read_file(p, NULL);
+    ck_assert(strstr(text, "rotated") == NULL);
+    free(text);
+    snprintf(p, sizeof p, "%s/sensitivity.tsv", rot);
+    text = read_file(p, NULL);
+    ck_assert(strstr(text, "\n# rotate: true\n") != NULL);
+    free(text);
+
+    int n_yaml = 0;
+    for (int b = 0; b < 2; b++) {
+        snprintf(p, sizeof p, "%s/pertoken-%.1f.yaml", rot, 2.5 + 0.5 * b);
+        ck_assert_msg(file_exists(p), "missing %s", p);
+        n_yaml++;
+        text = read_file(p, NULL);
+        int lines = 0;
+        for (const char *q = text; (q = strstr(q, "\n  rotate: true\n")); q++) lines++;
+        ck_assert_int_eq(lines, c->n_layers);
+        free(text);
+        KVSpec sp;
+        build_kvspec_uniform(&sp, c->n_layers, c->n_kv_heads, c->head_dim, 16, 16);
+        load_kvconfig(&sp, p);
+        ck_assert_ptr_nonnull(sp.rotate);
+        for (int l = 0; l < c->n_layers; l++) ck_assert_int_eq(sp.rotate[l], 1);
+        free_kvspec(&sp);
+        snprintf(cmd, sizeof cmd, "%s %s -m compare -f %s --tokens 24 --kv-preset pertoken --kv-config %s", run_bin(),
+                 TINY_MODEL, TEXT, p);
+        rc = run_cmd(cmd, &out, &err);
+        ck_assert_msg(rc == 0 && strstr(out, "kl ") != NULL, "--kv-config %s: %s", p, err);
+        free(out); free(err);
+        snprintf(p, sizeof p, "%s/pertoken-%.1f.yaml", plain, 2.5 + 0.5 * b);
+        text = read_file(p, NULL);
+        ck_assert(strstr(text, "rotate") == NULL);
+        free(text);
+    }
+    ck_assert_int_eq(n_yaml, 2);
+
+    // the same table, reused under the rotation it was measured with; refused under the other
+    char args2[1400];
+    snprintf(cmd, sizeof cmd, "%s %s -m tune -f %s %s --kv-rotate --sensitivity %s/sensitivity.tsv --out %s/again",
+             run_bin(), TINY_MODEL, TEXT, args, rot, rot);
+    rc = run_cmd(cmd, &out, &err);
+    ck_assert_msg(rc == 0 && strstr(err, "sensitivity tables read from") != NULL, "reuse failed: %s", err);
+    free(out); free(err);
+    snprintf(args2, sizeof args2, "-f %s %s --sensitivity %s/sensitivity.tsv --out %s/x", TEXT, args, rot, rot);
+    expect_fail(args2, "measured with a rotated cache (--kv-rotate) and this run does not rotate");
+    snprintf(args2, sizeof args2, "-f %s %s --kv-rotate --sensitivity %s/sensitivity.tsv --out %s/x", TEXT, args, plain,
+             rot);
+    expect_fail(args2, "measured without rotation and this run rotates the cache");
+    free_model(&m);
+}
+END_TEST
+
 static void expect_fail(const char *args, const char *needle) {
     char cmd[2048], *err;
     snprintf(cmd, sizeof cmd, "%s %s -m tune %s", run_bin(), TINY_MODEL, args);
@@ -265,17 +365,25 @@ START_TEST(test_tune_bad_input) {
     expect_fail(args, "--verify: missing value");
     snprintf(args, sizeof args, "-f %s --verify '' --tokens 32 --out %s/x", TEXT, tmp);
     expect_fail(args, "--verify: empty file name");
-    // a sensitivity table without the kind, or measured on another token count
+    // a sensitivity table without the kind, or measured on another token count (the KL runs use
+    // the first half of --tokens)
     snprintf(p, sizeof p, "%s/one.tsv", tmp);
     const char *tsv = "# options: KV2 K2V4 K2V8 K4V2 KV4 K4V8 K8V2 K8V4 KV8\n"
-                      "gsm8k_worked\t32\t0\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t111111111\n";
+                      "gsm8k_worked\t16\t0\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t1\t111111111\n";
     write_bytes(p, tsv, strlen(tsv));
     snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", TEXT, p, tmp);
     expect_fail(args, "no line for kind 'tinyshakespeare' layer 0");
     snprintf(args, sizeof args, "-f %s --tokens 48 --sensitivity %s --out %s/x", MATH, p, tmp);
-    expect_fail(args, "measured on 32 tokens");
+    expect_fail(args, "measured on 16 tokens, this run measures 24 (--tokens 32)");   // half of --tokens
     snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", MATH, p, tmp);
     expect_fail(args, "no line for kind 'gsm8k_worked' layer 1");   // tiny has 2 layers
+    // a table with no rotate line was measured without rotation
+    snprintf(args, sizeof args, "-f %s --tokens 32 --kv-rotate --sensitivity %s --out %s/x", MATH, p, tmp);
+    expect_fail(args, "line 2: measured without rotation and this run rotates the cache");
+    const char *odd = "# options: KV2 K2V4 K2V8 K4V2 KV4 K4V8 K8V2 K8V4 KV8\n# rotate: yes\n";
+    write_bytes(p, odd, strlen(odd));
+    snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", MATH, p, tmp);
+    expect_fail(args, "'# rotate:' is followed by 'yes', not true or false");
     const char *old = "# options: KV2 K4V2 KV4\n";
     write_bytes(p, old, strlen(old));
     snprintf(args, sizeof args, "-f %s --tokens 32 --sensitivity %s --out %s/x", MATH, p, tmp);
@@ -289,6 +397,7 @@ static Suite *tune_suite(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_pieces_match_runtime);
     tcase_add_test(tc, test_tune_end_to_end);
+    tcase_add_test(tc, test_tune_rotated);
     tcase_add_test(tc, test_tune_bad_input);
     suite_add_tcase(s, tc);
     return s;

@@ -3,6 +3,7 @@
 // several kinds of text, clustering (determinism, a planted 2-cluster case), the DP Pareto
 // front against brute force, the worst-kind selection objective — and its writers.
 #include "testutil.h"
+#include "../quant/kvconfig.h"
 #include "../quant/tuner.h"
 #include "../util/util.h"
 
@@ -320,12 +321,37 @@ START_TEST(test_writers) {
     char path[512];
     KVBits kv[3] = {{8, 4}, {2, 2}, {4, 8}};
     snprintf(path, sizeof path, "%s/t.yaml", test_tmpdir());
-    ck_assert_int_eq(tune_write_yaml(path, kv, 3), 0);
+    ck_assert_int_eq(tune_write_yaml(path, kv, NULL, 3), 0);
     char *s = read_file(path, NULL);
     ck_assert_str_eq(s, "0:\n  nbits_key: 8\n  nbits_value: 4\n1:\n  nbits_key: 2\n  nbits_value: 2\n"
                         "2:\n  nbits_key: 4\n  nbits_value: 8\n");
     free(s);
-    ck_assert_int_eq(tune_write_yaml("/nonexistent-dir/x.yaml", kv, 3), -1);
+    ck_assert_int_eq(tune_write_yaml("/nonexistent-dir/x.yaml", kv, NULL, 3), -1);
+
+    // A config tuned under rotation says so on its rotated layers, and loads back (the config
+    // loader, docs/DESIGN.md §3.7) with the same bits and those layers rotated.
+    uint8_t rot[3] = {1, 0, 1};
+    ck_assert_int_eq(tune_write_yaml(path, kv, rot, 3), 0);
+    s = read_file(path, NULL);
+    ck_assert_str_eq(s, "0:\n  nbits_key: 8\n  nbits_value: 4\n  rotate: true\n1:\n  nbits_key: 2\n  nbits_value: 2\n"
+                        "2:\n  nbits_key: 4\n  nbits_value: 8\n  rotate: true\n");
+    free(s);
+    KVSpec back;
+    build_kvspec_uniform(&back, 3, 2, 64, 16, 16);
+    load_kvconfig(&back, path);
+    ck_assert_ptr_nonnull(back.rotate);
+    for (int l = 0; l < 3; l++) {
+        ck_assert_int_eq(back.rotate[l], rot[l]);
+        for (int h = 0; h < 2; h++)
+            ck_assert(back.bits[l * 2 + h].k_bits == kv[l].k_bits && back.bits[l * 2 + h].v_bits == kv[l].v_bits);
+    }
+    free_kvspec(&back);
+    uint8_t none[3] = {0, 0, 0};                 // no rotated layer: the plain file, loaded unrotated
+    ck_assert_int_eq(tune_write_yaml(path, kv, none, 3), 0);
+    build_kvspec_uniform(&back, 3, 2, 64, 16, 16);
+    load_kvconfig(&back, path);
+    ck_assert_ptr_null(back.rotate);
+    free_kvspec(&back);
 
     SensTable t; int truth[6];
     planted_table(&t, 6, 3, truth);
