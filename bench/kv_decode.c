@@ -14,8 +14,9 @@
 // the best of the rounds counts. KVT_CPU_TIME=1 times process CPU time instead of wall time
 // (steadier on a shared machine; use with OMP_NUM_THREADS=1).
 //
-// Output per line: preset kv ctx tok/s ratio-vs-fp16 KV-bytes-per-token; then, per context,
-// the memory-traffic bound (weights + fp16 KV) / (weights + quantized KV) for comparison.
+// Output: a comment line with the weight bytes read per token; then per line: preset kv ctx
+// tok/s ratio-vs-fp16 KV-bytes-per-cached-token, and the memory-traffic bound (weights + fp16
+// KV) / (weights + quantized KV) for comparison.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,7 @@ int main(int argc, char **argv) {
     double row_d = (double)dtype_bytes(c->wdtype, (uint64_t)c->dim), row_h = (double)dtype_bytes(c->wdtype, (uint64_t)c->hidden_dim);
     double wbytes = (double)c->n_layers * ((double)c->head_dim * (2 * c->n_heads + 2 * c->n_kv_heads) * row_d +
                     2.0 * c->hidden_dim * row_d + (double)c->dim * row_h) + (double)c->vocab_size * row_d;
+    printf("# weights read per token: %.0f bytes\n", wbytes);
     printf("%-8s %-5s %6s %9s %8s %12s %9s\n", "preset", "kv", "ctx", "tok/s", "vs fp16", "KV B/token", "bound");
     for (int ci = 0; ci < n_ctx; ci++)
         for (int kivi = 0; kivi < 2; kivi++) {

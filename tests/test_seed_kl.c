@@ -3,14 +3,16 @@
 //
 // For each preset (pertoken, kivi) and spec (kv8, k8v4, kv4), `run -m compare` over the first
 // 512 tokens of tests/golden/seed_kl/text.txt must give a mean KL(p_fp16 || p_kv) within 5%
-// (relative), or two of the reference's own standard deviations where that is more, of the reference computed with the runner's own cache timing (rows "runner" of
-// kl.tsv): the same quantizer, the same fp16 baseline, the same token ids. What is left is
-// float summation order, and a quantized run amplifies it (a value that rounds the other way
-// changes the next layers' K/V, so more codes): the reference's row is the mean of a few
-// realizations, and the spread of those realizations (printed, kl_sd) is what a correct runner
-// is expected to scatter by. The rows "seed" (the seed's FlexibleQuantizedCache timing: a token
-// attends to its own K/V unquantized, K and V flushed together) are printed beside ours as
-// information: they become the check once the runner adopts that timing.
+// (relative), or two of the reference's own standard deviations where that is more, of the
+// reference's rows "runner": the seed's quantizer and the seed's timing (a token attends to its
+// own K/V unquantized, then it is stored; docs/DESIGN.md §3.3) over kvtuner.c's regions, the
+// same fp16 baseline, the same token ids. What is left is float summation order, and a
+// quantized run amplifies it (a value that rounds the other way changes the next layers' K/V,
+// so more codes): the reference's row is the mean of a few realizations, and the spread of
+// those realizations (printed, kl_sd) is what a correct runner is expected to scatter by. The
+// rows "seed" (the seed's FlexibleQuantizedCache line for line, with the quirks of
+// docs/DESIGN.md §3.9: pertoken flushes every second step, KIVI requantizes in straddling
+// groups and flushes values with keys) are printed beside ours as information.
 // First the token ids: the reference scored ids.txt, which must be what the runner encodes.
 #include "testutil.h"
 #include "../util/util.h"
@@ -122,11 +124,11 @@ START_TEST(test_kl_matches_reference) {
     ck_assert_int_eq(tokens, N_TOKENS);
     ck_assert_str_eq(kv, spec);
     double rel = fabs(kl - ref->kl) / ref->kl, bound = fmax(REL_BOUND, 2.0 * ref->sd / ref->kl);
-    fprintf(stderr, "seed_kl %-8s %-4s: run kl %.6g top1 %.4f | reference, runner timing: kl %.6g (rel %+.4f; %d runs "
-            "%.6g..%.6g, sd %.2f%%) top1 %.4f | seed timing: kl %.6g top1 %.4f (run/seed %.3f)\n", preset, spec, kl, top1,
+    fprintf(stderr, "seed_kl %-8s %-4s: run kl %.6g top1 %.4f | reference, kvtuner.c's cache: kl %.6g (rel %+.4f; %d runs "
+            "%.6g..%.6g, sd %.2f%%) top1 %.4f | the seed line for line: kl %.6g top1 %.4f (run/seed %.3f)\n", preset, spec, kl, top1,
             ref->kl, (kl - ref->kl) / ref->kl, ref->runs, ref->lo, ref->hi, 100 * ref->sd / ref->kl, ref->top1, seed->kl,
             seed->top1, kl / seed->kl);
-    ck_assert_msg(rel <= bound, "%s %s: run's KL %.6g vs the reference's %.6g (runner timing): relative error %.4f > %.4f "
+    ck_assert_msg(rel <= bound, "%s %s: run's KL %.6g vs the reference's %.6g (kvtuner.c's cache): relative error %.4f > %.4f "
                   "(the reference's own runs span %.6g..%.6g, sd %.2f%%)", preset, spec, kl, ref->kl, rel, bound,
                   ref->lo, ref->hi, 100 * ref->sd / ref->kl);
     free(out);

@@ -85,8 +85,8 @@ for what each is worth):
 
 Channel order: model.bin keeps Meta's interleaved RoPE order; transformers (and so this script,
 and the seed) uses rotate-half order. A whole-head-vector group (pertoken) and a per-channel group
-of tokens (kivi keys, runner timing) hold the same elements in either order, and values are never
-permuted, so the runner-timing references do not depend on it. The seed's straddling key groups
+of tokens (kivi keys, the runner's cache) hold the same elements in either order, and values are never
+permuted, so the "runner" rows do not depend on it. The seed's straddling key groups
 (quirk 3) and its first-call key groups do: they follow the seed, i.e. transformers' order.
 
 Output, in --out (default tests/golden/seed_kl/):
