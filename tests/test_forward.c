@@ -164,24 +164,28 @@ END_TEST
 
 // H is orthonormal, so rotating every layer of an fp16 cache changes the logits only by
 // rounding (fp16 rounding of rotated instead of plain K/V, sums in another order), and the
-// seed's channel order (keys permuted with their queries) likewise.
+// seed's channel order (keys permuted with their queries) likewise; in the fast attention and
+// in the reference (kind 3), which sees the same rotated rows.
 START_TEST(test_rotation_keeps_fp16_logits) {
     const Config *c = &model.config;
     size_t V = (size_t)c->vocab_size;
     int n = 48, tok[48];
     for (int i = 0; i < n; i++) tok[i] = (i * 31 + 7) % c->vocab_size;
     float *ref = NULL;
-    for (int kind = 0; kind < 3; kind++) {
+    for (int kind = 0; kind < 4; kind++) {
         KVSpec spec;
         build_kvspec_uniform(&spec, c->n_layers, c->n_kv_heads, c->head_dim, 16, 16);
-        if (kind == 1) memset(build_kvspec_rotate(&spec), 1, (size_t)c->n_layers);
+        if (kind == 1 || kind == 3) memset(build_kvspec_rotate(&spec), 1, (size_t)c->n_layers);
         if (kind == 2) spec.group = c->head_dim / 2;         // fp16 keys, but grouped order: permuted
         KVCache *kv = build_kvcache(&spec, n);
         free_kvspec(&spec);
         RunState s;
         build_runstate(&s, c, n, n);
         float *out = xmalloc((size_t)n * V * sizeof(float));
+        AttnImpl fast = model.attention;
+        if (kind == 3) model.attention = ATTN_REFERENCE;
         memcpy(out, forward(&model, &s, kv, tok, n, 0, 1), (size_t)n * V * sizeof(float));
+        model.attention = fast;
         if (!ref) ref = out;
         else {
             double d = max_abs_diff(ref, out, (size_t)n * V);
