@@ -522,6 +522,57 @@ static void verify_points(const Model *m, const KVSpec *grouping, const TuneKind
     free(base);
 }
 
+// ---- step 7: confirmation on held-back text ---------------------------------------------------------
+
+// (tune_report.h) The search chose each budget's point on calibration text. A mixed point is kept only where the
+// held-back text of every calibration kind confirms it: there too its KL is below that of every
+// uniform configuration within the budget. Otherwise the budget keeps the uniform configuration
+// the search keeps when no mixed candidate wins (tune_pick over them, on calibration text): a
+// margin that held-back text of the same kind does not reproduce is within the noise of a few
+// hundred tokens, and would not transfer to other text either (docs/DESIGN.md §6.1).
+void tune_confirm_points(TunePoint *pts, int n_tuned, int np, int n_cal, int L, const BudgetLog *blog) {
+    for (int i = 0; i < n_tuned; i++) {
+        TunePoint *p = &pts[i];
+        p->held_won = 0;
+        p->held_worst = 0;
+        for (int k = 0; k < n_cal; k++) {
+            double q = p->kl[k] / tune_best_uniform(pts, np, p->budget, k)->kl[k];
+            p->held_won += q < 1;
+            if (q > p->held_worst) p->held_worst = q;
+        }
+        int mixed = 0;
+        for (int l = 1; l < L; l++) mixed |= memcmp(&p->kv[l], &p->kv[0], sizeof(KVBits)) != 0;
+        if (p->held_won == n_cal || !mixed) continue;
+        double rows[TUNE_NPAIRS * TUNE_MAX_KINDS];
+        int cost[TUNE_NPAIRS], idx[TUNE_NPAIRS], n = 0;
+        for (int u = n_tuned; u < np; u++)
+            if (pts[u].avg_bits <= p->budget + 1e-9) {
+                memcpy(rows + (size_t)n * n_cal, pts[u].cal, (size_t)n_cal * sizeof(double));
+                cost[n] = (int)lround(pts[u].avg_bits * 2 * L);
+                idx[n++] = u;
+            }
+        int pick = tune_pick(rows, cost, n, blog[i].ref, n_cal);
+        if (pick < 0) continue;                  // (every uniform configuration within a budget is measured)
+        const TunePoint *u = &pts[idx[pick]];
+        memcpy(p->kv, u->kv, (size_t)L * sizeof(KVBits));
+        p->avg_bits = u->avg_bits;
+        p->bits_per_elem = u->bits_per_elem;
+        p->pred = u->pred;
+        memcpy(p->cal, u->cal, sizeof p->cal);
+        memcpy(p->kl, u->kl, sizeof p->kl);
+        memcpy(p->top1, u->top1, sizeof p->top1);
+        p->worst = tune_worst_ratio(p->cal, blog[i].ref, n_cal);
+        p->mean = tune_mean_ratio(p->cal, blog[i].ref, n_cal);
+        p->fell_back = 1;
+        snprintf(p->label, sizeof p->label, "tuned-%.1f=%.8s", p->budget, u->label);
+    }
+    for (int i = 0; i < n_tuned; i++) {          // budgets that now share a configuration
+        pts[i].same_as = -1;
+        for (int j = 0; j < i && pts[i].same_as < 0; j++)
+            if (!memcmp(pts[j].kv, pts[i].kv, (size_t)L * sizeof(KVBits))) pts[i].same_as = j;
+    }
+}
+
 // ---- the driver ------------------------------------------------------------------------------------
 
 static void fill_point(TunePoint *pt, const Measured *me, int idx, const SensTable *tab, const double *ref) {
@@ -691,6 +742,15 @@ int run_tune(const Model *m, const KVSpec *grouping, const TuneOptions *o) {
     double t3 = now_s(), c3 = cpu_s();
     verify_points(m, grouping, kinds, n_kinds, N, pts, np, o->progress);
     double t_verify = now_s() - t3, c_verify = cpu_s() - c3;
+
+    // 7. keep a mixed point only where held-back text confirms it
+    tune_confirm_points(pts, n_budgets, np, n_cal, L, blog);
+    if (o->progress)
+        for (int i = 0; i < n_budgets; i++)
+            if (pts[i].fell_back)
+                fprintf(stderr, "tune: budget %.1f bits: the mixed point won on held-back text of %d of %d kinds "
+                                "(worst ratio %.3f); kept %s\n", pts[i].budget, pts[i].held_won, n_cal,
+                        pts[i].held_worst, pts[i].label);
 
     TuneReport rep = {.preset = preset, .rotate = grouping->rotate, .out_dir = o->out_dir, .n_layers = L, .tokens = N, .sens_tokens = n_sens,
                       .max_bits = o->max_bits,

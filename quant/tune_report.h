@@ -31,7 +31,13 @@ typedef struct {
     double worst, mean;    // tuned: worst and mean ratio to the best uniform within its budget
     double kl[TUNE_MAX_KINDS];    // held-back KL per kind (the --verify kind last)
     double top1[TUNE_MAX_KINDS];  // top-1 agreement with fp16, the same texts
+    // tuned: how the search's choice did on held-back text of the calibration kinds, against
+    // the best uniform configuration within the budget on each (confirm_points in tune.c)
+    int held_won;          // kinds where it had the lesser KL
+    double held_worst;     // its largest ratio
+    int fell_back;         // 1: not confirmed, so the budget keeps a uniform configuration
 } TunePoint;
+
 
 // A uniform pair predicted this many times worse than a uniform pair with no more bits, on
 // every kind, is neither measured nor verified (tune.c).
@@ -50,6 +56,17 @@ typedef struct {
     double kl[TUNE_LOG_CANDS][TUNE_MAX_KINDS];   // calibration KL per kind; NAN: not needed
     int kept;                             // index of the kept candidate, -1: a uniform one
 } BudgetLog;
+
+// The uniform point among pts[0..n) with no more than `bits` average bits and the least
+// held-back KL on kind k.
+const TunePoint *tune_best_uniform(const TunePoint *pts, int n, double bits, int k);
+
+// Step 7 (tune.c): pts[0..n_tuned) are the budgets' points (blog[i] their search), the rest up
+// to np the uniform ones, all verified on held-back text. A mixed point not below the best
+// uniform configuration within its budget on every calibration kind's held-back text becomes
+// the uniform configuration the search keeps without mixed candidates (fell_back = 1); held_won
+// and held_worst record how it did. `same_as` is recomputed.
+void tune_confirm_points(TunePoint *pts, int n_tuned, int np, int n_cal, int L, const BudgetLog *blog);
 
 typedef struct {
     const char *preset, *out_dir;

@@ -1,10 +1,12 @@
 // test_tuner.c: the tuner's search on synthetic sensitivity tables with known answers —
 // pruning (ties, an all-equal layer), the estimates of unmeasured pairs, the combination of
 // several kinds of text, clustering (determinism, a planted 2-cluster case), the DP Pareto
-// front against brute force, the worst-kind selection objective — and its writers.
+// front against brute force, the worst-kind selection objective, the confirmation of tuned
+// points on held-back text — and its writers.
 #include "testutil.h"
 #include "../quant/kvconfig.h"
 #include "../quant/tuner.h"
+#include "../quant/tune_report.h"
 #include "../util/util.h"
 
 #include <math.h>
@@ -462,6 +464,49 @@ START_TEST(test_pick_worst_kind) {
 }
 END_TEST
 
+// Two budgets' points and three uniform ones, two kinds, 2 layers. Budget 4.0's mixed point
+// beats KV4 on held-back text of kind 0 only: it gives way to the uniform configuration the
+// search keeps on calibration text (KV4: K4V2 is worse there). Budget 5.0's beats every
+// uniform within 5 bits on both kinds' held-back text and stays.
+START_TEST(test_confirm_points) {
+    enum { L = 2, K = 2 };
+    KVBits mixed4[L] = { { 8, 4 }, { 4, 2 } }, mixed5[L] = { { 8, 4 }, { 4, 4 } };
+    KVBits k4v2[L] = { { 4, 2 }, { 4, 2 } }, kv4[L] = { { 4, 4 }, { 4, 4 } }, k8v4[L] = { { 8, 4 }, { 8, 4 } };
+    TunePoint p[5];
+    memset(p, 0, sizeof p);
+    KVBits store[5][L];
+    const KVBits *src[5] = { mixed4, mixed5, k4v2, kv4, k8v4 };
+    const double avg[5] = { 4.0, 4.75, 3.0, 4.0, 6.0 };
+    const double held[5][K] = { { 0.08, 0.12 }, { 0.05, 0.06 }, { 0.30, 0.30 }, { 0.10, 0.10 }, { 0.01, 0.01 } };
+    const double cal[5][K] = { { 0.07, 0.09 }, { 0.05, 0.05 }, { 0.28, 0.31 }, { 0.10, 0.11 }, { 0.01, 0.01 } };
+    for (int i = 0; i < 5; i++) {
+        memcpy(store[i], src[i], sizeof store[i]);
+        p[i].kv = store[i];
+        p[i].uniform = i >= 2;
+        p[i].avg_bits = avg[i];
+        p[i].budget = i == 0 ? 4.0 : i == 1 ? 5.0 : avg[i];
+        p[i].same_as = -1;
+        p[i].bits_per_elem = avg[i] + 0.5;
+        for (int k = 0; k < K; k++) { p[i].kl[k] = held[i][k]; p[i].cal[k] = cal[i][k]; p[i].top1[k] = 0.5; }
+        snprintf(p[i].label, sizeof p[i].label, "%s", i == 0 ? "tuned-4.0" : i == 1 ? "tuned-5.0" : i == 2 ? "K4V2" : i == 3 ? "KV4" : "K8V4");
+    }
+    BudgetLog log[2];
+    memset(log, 0, sizeof log);
+    for (int k = 0; k < K; k++) log[0].ref[k] = log[1].ref[k] = cal[3][k];   // KV4: the least within 4 and 5 bits
+    tune_confirm_points(p, 2, 5, K, L, log);
+    ck_assert_int_eq(p[0].fell_back, 1);
+    ck_assert_int_eq(p[0].held_won, 1);
+    ck_assert(fabs(p[0].held_worst - 1.2) < 1e-12);
+    ck_assert_msg(!memcmp(p[0].kv, kv4, sizeof kv4), "budget 4.0 should keep KV4");
+    ck_assert_str_eq(p[0].label, "tuned-4.0=KV4");
+    ck_assert(p[0].kl[0] == 0.10 && p[0].avg_bits == 4.0 && p[0].worst == 1.0);
+    ck_assert_int_eq(p[1].fell_back, 0);
+    ck_assert_int_eq(p[1].held_won, 2);
+    ck_assert_msg(!memcmp(p[1].kv, mixed5, sizeof mixed5), "budget 5.0's mixed point was confirmed");
+    ck_assert_int_eq(p[1].same_as, -1);
+}
+END_TEST
+
 static Suite *tuner_suite(void) {
     Suite *s = suite_create("tuner");
     TCase *tc = tcase_create("search");
@@ -478,6 +523,7 @@ static Suite *tuner_suite(void) {
     tcase_add_test(tc, test_fill_skipped);
     tcase_add_test(tc, test_combine_kinds);
     tcase_add_test(tc, test_pick_worst_kind);
+    tcase_add_test(tc, test_confirm_points);
     suite_add_tcase(s, tc);
     return s;
 }
