@@ -263,15 +263,12 @@ static int is_stop_token(const Tokenizer *t, int id) {
     return id == t->eos_id || id == t->eot_id || id == t->eom_id;
 }
 
-// Prompt ids: chat mode wraps the text in the model's template (special tokens parsed there
-// only); generate mode encodes plain text, with BOS first for models whose tokenizer adds it.
+// Prompt ids: chat mode wraps the text in the model's template (special tokens recognised in
+// the template's text only, never in what the user typed); generate mode encodes plain text, with BOS first for models whose tokenizer adds it.
 static int encode_prompt(const Model *m, const Options *o, const char *text, size_t len, int **ids) {
     const Tokenizer *t = &m->tokenizer;
     if (!strcmp(o->mode, "chat")) {
-        char *chat = tokenizer_chat_prompt(t, o->system, text);
-        int n = tokenizer_encode(t, chat, strlen(chat), 1, ids);
-        free(chat);
-        return n;
+        return tokenizer_encode_chat(t, o->system, text, ids);
     }
     int *body;
     int n = tokenizer_encode(t, text, len, 0, &body);

@@ -62,6 +62,7 @@ static const MatmulOut *multi_block(const MatmulOut *o, int b, int *j0) {
 static void matmul_portable(const float *x, DType wt, int n, int k, const MatmulOut *outs, int count) {
     int nblocks;
     int64_t work = multi_work(n, k, outs, count, &nblocks);
+    (void)work;                                    // (unused without OpenMP)
     #pragma omp parallel if (work >= MM_PARALLEL_MIN)
     {
         float *row = xmalloc((size_t)k * sizeof(float));

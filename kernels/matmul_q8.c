@@ -296,6 +296,7 @@ static void matmul_q8_with(Dot4Fn *dot4, QuantFn *quant, const float *x, int n, 
     size_t row_bytes = (size_t)nb * sizeof(BlockQ8_0);
     int64_t work = 0;
     for (int i = 0; i < count; i++) { work += (int64_t)n * k * outs[i].d; nblocks += (outs[i].d + MM_ROWS - 1) / MM_ROWS; }
+    (void)work;                                    // (unused without OpenMP)
     int8_t *xq = xmalloc((size_t)n * k);
     float *xd = xmalloc((size_t)n * nb * sizeof(float));
     for (int t = 0; t < n; t++) quant(xq + (size_t)t * k, xd + (size_t)t * nb, x + (size_t)t * k, k);

@@ -315,7 +315,17 @@ static int special_at(const Tokenizer *t, const char *text, size_t len, size_t i
     return -1;
 }
 
-int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int parse_special, int **ids) {
+// 1 if every byte of text[i, i + n) is template text (is_template == NULL: all text is).
+static int in_template(const uint8_t *is_template, size_t i, size_t n) {
+    for (size_t j = i; is_template && j < i + n; j++)
+        if (!is_template[j]) return 0;
+    return 1;
+}
+
+// tokenizer_encode, special-token strings recognised (parse_special) only where every byte of
+// the string is template text.
+static int encode_text(const Tokenizer *t, const char *text, size_t len, int parse_special, const uint8_t *is_template,
+                       int **ids) {
     int64_t bad = tokenizer_utf8_check(text, len);
     if (bad >= 0) fatal("text to encode: invalid UTF-8 at byte %lld", (long long)bad);
     IdVec out = {0};
@@ -323,7 +333,7 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int parse
     size_t seg = 0;                                      // start of the current plain stretch
     for (size_t i = 0; parse_special && i < len; i++) {
         int id = special_at(t, text, len, i);
-        if (id < 0) continue;
+        if (id < 0 || !in_template(is_template, i, (size_t)t->token_len[id])) continue;
         encode_plain(t, &s, text, seg, i, &out);
         push_id(&out, id);
         i += (size_t)t->token_len[id] - 1;
@@ -334,6 +344,14 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int parse
     if (out.n > INT32_MAX) fatal("text to encode: more than 2^31 tokens");
     *ids = out.v ? out.v : xmalloc(sizeof(int));
     return (int)out.n;
+}
+
+int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int parse_special, int **ids) {
+    return encode_text(t, text, len, parse_special, NULL, ids);
+}
+
+int tokenizer_encode_template(const Tokenizer *t, const char *text, size_t len, const uint8_t *is_template, int **ids) {
+    return encode_text(t, text, len, 1, is_template, ids);
 }
 
 void free_tokenizer(Tokenizer *t) {

@@ -74,32 +74,72 @@ static char *trimmed(const char *s) {
     return r;
 }
 
-char *tokenizer_chat_prompt(const Tokenizer *t, const char *system, const char *user) {
+// A chat prompt as parts, in order: template text (in which special-token strings are the
+// model's special tokens) or the user's and the system text (in which they are plain text).
+typedef struct {
+    const char *part[8];
+    int is_template[8];
+    int n;
+    char *owned[2];            // trimmed copies (Llama-3), freed by free_chat_parts
+} ChatParts;
+
+static void add_part(ChatParts *c, const char *text, int is_template) {
+    c->part[c->n] = text;
+    c->is_template[c->n++] = is_template;
+}
+
+static void build_chat_parts(ChatParts *c, const Tokenizer *t, const char *system, const char *user) {
+    memset(c, 0, sizeof *c);
     if (t->chat == CHAT_CHATML) {
         // SmolLM2's tokenizer.chat_template: with no system message first, it inserts this one.
-        if (!system) system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
-        const char *p[] = { "<|im_start|>system\n", system, "<|im_end|>\n<|im_start|>user\n", user,
-                            "<|im_end|>\n<|im_start|>assistant\n" };
-        return concat(p, 5);
+        add_part(c, "<|im_start|>system\n", 1);
+        add_part(c, system ? system : "You are a helpful AI assistant named SmolLM, trained by Hugging Face", !system);
+        add_part(c, "<|im_end|>\n<|im_start|>user\n", 1);
+        add_part(c, user, 0);
+        add_part(c, "<|im_end|>\n<|im_start|>assistant\n", 1);
+        return;
     }
     if (t->chat == CHAT_LLAMA3) {
         // Meta-Llama-3-Instruct's template: bos, then each turn as header + trimmed content + eot.
-        char *u = trimmed(user), *sys = system ? trimmed(system) : NULL, *r;
-        const char *head = "<|begin_of_text|>";
-        const char *turn[] = { "<|start_header_id|>user<|end_header_id|>\n\n", u,
-                               "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n" };
-        if (sys) {
-            const char *p[] = { head, "<|start_header_id|>system<|end_header_id|>\n\n", sys, "<|eot_id|>",
-                                turn[0], turn[1], turn[2] };
-            r = concat(p, 7);
-        } else {
-            const char *p[] = { head, turn[0], turn[1], turn[2] };
-            r = concat(p, 4);
+        add_part(c, "<|begin_of_text|>", 1);
+        if (system) {
+            add_part(c, "<|start_header_id|>system<|end_header_id|>\n\n", 1);
+            add_part(c, c->owned[0] = trimmed(system), 0);
+            add_part(c, "<|eot_id|>", 1);
         }
-        free(u); free(sys);
-        return r;
+        add_part(c, "<|start_header_id|>user<|end_header_id|>\n\n", 1);
+        add_part(c, c->owned[1] = trimmed(user), 0);
+        add_part(c, "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", 1);
+        return;
     }
     fatal("chat: this model's tokenizer has no chat template");
+}
+
+static void free_chat_parts(ChatParts *c) { free(c->owned[0]); free(c->owned[1]); }
+
+char *tokenizer_chat_prompt(const Tokenizer *t, const char *system, const char *user) {
+    ChatParts c;
+    build_chat_parts(&c, t, system, user);
+    char *s = concat(c.part, c.n);
+    free_chat_parts(&c);
+    return s;
+}
+
+int tokenizer_encode_chat(const Tokenizer *t, const char *system, const char *user, int **ids) {
+    ChatParts c;
+    build_chat_parts(&c, t, system, user);
+    char *text = concat(c.part, c.n);
+    size_t len = strlen(text), at = 0;
+    uint8_t *mask = xmalloc(len + 1);
+    for (int i = 0; i < c.n; i++) {
+        size_t n = strlen(c.part[i]);
+        memset(mask + at, c.is_template[i], n);
+        at += n;
+    }
+    int n = tokenizer_encode_template(t, text, len, mask, ids);
+    free(mask); free(text);
+    free_chat_parts(&c);
+    return n;
 }
 
 // ---- model-specific settings ------------------------------------------------------------

@@ -86,6 +86,9 @@ void tokenizer_from_blob(Tokenizer *t, const uint8_t *blob, uint64_t size);
 // encodes gets the ids of `tokenizers`, and decoding them gives back the text byte for byte.
 // Returns the number of ids; *ids is xmalloc'd.
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int parse_special, int **ids);
+// tokenizer_encode with parse_special, but a special-token string is recognised only where
+// is_template[i] is 1 for each of its bytes: text a template wrote, not text a user typed.
+int tokenizer_encode_template(const Tokenizer *t, const char *text, size_t len, const uint8_t *is_template, int **ids);
 // -1 if s[0..len) is valid UTF-8, else the byte offset of the first bad sequence
 // (lets the caller name its input in the error: "prompt: invalid UTF-8 at byte N").
 int64_t tokenizer_utf8_check(const char *s, size_t len);
@@ -101,11 +104,17 @@ int tokenizer_decode_step(const Tokenizer *t, DecodeState *s, int id, char *out)
 int tokenizer_decode_flush(DecodeState *s, char *out);
 
 // Chat template: the model's own format for one user turn (with optional system prompt),
-// ending with the assistant header so that generation continues as the assistant.
-// Returns an xmalloc'd string to encode with parse_special = 1. It already starts with the
-// BOS token where the template has one (Llama-3): do not add bos on top. system == NULL:
-// the template's default (SmolLM2's template inserts "You are a helpful AI assistant named
-// SmolLM, trained by Hugging Face"; Llama-3's has no system turn then). CHAT_NONE is fatal.
+// ending with the assistant header so that generation continues as the assistant. It already
+// starts with the BOS token where the template has one (Llama-3): do not add bos on top.
+// system == NULL: the template's default (SmolLM2's template inserts "You are a helpful AI
+// assistant named SmolLM, trained by Hugging Face"; Llama-3's has no system turn then).
+// CHAT_NONE is fatal.
+// The prompt's ids: special-token strings are special tokens where the template wrote them, and
+// plain text in the user's and the system text ("<|im_end|>" typed by a user is not a control
+// token). *ids is xmalloc'd; returns their number.
+int tokenizer_encode_chat(const Tokenizer *t, const char *system, const char *user, int **ids);
+// The same prompt as text (xmalloc'd), for display and tests: for text without special-token
+// strings in it, tokenizer_encode(.., parse_special = 1) of it gives tokenizer_encode_chat's ids.
 char *tokenizer_chat_prompt(const Tokenizer *t, const char *system, const char *user);
 
 #endif

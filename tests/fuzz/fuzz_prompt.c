@@ -4,7 +4,8 @@
 //   - the UTF-8 check agrees with an independent reading of RFC 3629's byte table;
 //   - fuzz_check_tokenizer: encode plain and with special tokens, decode (streaming), the
 //     text back byte for byte, or the one error line for a byte without a token;
-//   - the same for the chat prompt built around the text.
+//   - the same for the chat prompt built around the text, whose ids hold no special token but
+//     the template's own, whatever the text.
 // The tokenizers come from $KVT_FUZZ_SMOLLM2 (a model.bin, GGUF or tokenizer file; default
 // models/tiny.bin) and $KVT_FUZZ_LLAMA3 (default data/llama3/tokenizer.json).
 #include <stdlib.h>
@@ -50,8 +51,18 @@ static int64_t utf8_reference(const uint8_t *s, size_t n) {
     return -1;
 }
 
-typedef struct { const Tokenizer *t; const char *user; char *chat; } Chat;
-static void do_chat(void *p) { Chat *c = p; c->chat = tokenizer_chat_prompt(c->t, NULL, c->user); }
+typedef struct { const Tokenizer *t; const char *user; char *chat; int *ids, n; } Chat;
+static void do_chat(void *p) {
+    Chat *c = p;
+    c->chat = tokenizer_chat_prompt(c->t, NULL, c->user);
+    c->n = tokenizer_encode_chat(c->t, NULL, c->user, &c->ids);
+}
+
+static int n_special(const Tokenizer *t, const int *ids, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++) k += t->is_special[ids[i]];
+    return k;
+}
 
 static void run(const uint8_t *data, size_t size) {
     load();
@@ -65,10 +76,16 @@ static void run(const uint8_t *data, size_t size) {
     }
     for (int i = 0; i < 2; i++) {
         fuzz_check_tokenizer(&tokenizers[i], data, size);
-        Chat c = { &tokenizers[i], user, NULL };
+        Chat c = { .t = &tokenizers[i], .user = user };
         if (user && fuzz_call(do_chat, &c)) {
             fuzz_check_tokenizer(&tokenizers[i], (const uint8_t *)c.chat, strlen(c.chat));
-            free(c.chat);
+            // whatever the user typed, the only special tokens are the template's own
+            Chat plain = { .t = &tokenizers[i], .user = "x" };
+            do_chat(&plain);
+            if (n_special(plain.t, c.ids, c.n) != n_special(plain.t, plain.ids, plain.n))
+                fuzz_fail("chat: %d special tokens with this user text, %d in the template", n_special(plain.t, c.ids, c.n),
+                          n_special(plain.t, plain.ids, plain.n));
+            free(c.chat); free(c.ids); free(plain.chat); free(plain.ids);
         }
     }
     free(user);
