@@ -37,6 +37,20 @@ static CfgNode *add_kid(CfgNode *parent, const char *key, int line) {
     return k;
 }
 
+// A config's mappings are small (a key per layer, per head, per field), so a linear search
+// for a repeated key is enough; the cap keeps a hostile file from making it quadratic.
+enum { MAX_KEYS = 4096 };
+
+// Before `key` joins parent: fatal if the mapping already has it, or has MAX_KEYS keys
+// (line 0: a JSON file, no line numbers).
+static void check_new_key(const CfgNode *parent, const char *key, const char *path, int line) {
+    char at[32] = "";
+    if (line) snprintf(at, sizeof at, " line %d:", line);
+    if (parent->n >= MAX_KEYS) fatal("%s:%s more than %d keys in one mapping", path, at, MAX_KEYS);
+    for (int i = 0; i < parent->n; i++)
+        if (strcmp(parent->kids[i].key, key) == 0) fatal("%s:%s duplicate key '%s'", path, at, printable(key));
+}
+
 static void free_node(CfgNode *n) {
     for (int i = 0; i < n->n; i++) free_node(&n->kids[i]);
     free(n->kids); free(n->key); free(n->value);
@@ -85,8 +99,7 @@ static void parse_yaml(CfgNode *root, char *text, const char *path) {
         CfgNode *parent = stack[depth];
         if (kid_indent[depth] == -1) kid_indent[depth] = indent;
         else if (indent != kid_indent[depth]) fatal("%s: line %d: malformed YAML: inconsistent indentation", path, line_no);
-        for (int i = 0; i < parent->n; i++)
-            if (strcmp(parent->kids[i].key, key) == 0) fatal("%s: line %d: duplicate key '%s'", path, line_no, printable(key));
+        check_new_key(parent, key, path, line_no);
         CfgNode *node = add_kid(parent, key, line_no);
         if (*value) {
             if (*value == '{' || *value == '[' || *value == '&' || *value == '*' || *value == '|' || *value == '>')
@@ -105,8 +118,7 @@ static void parse_yaml(CfgNode *root, char *text, const char *path) {
 static void from_json(CfgNode *node, const JsonValue *v, const char *path) {
     if (v->type == JSON_OBJECT) {
         for (size_t i = 0; i < v->n; i++) {
-            for (int j = 0; j < node->n; j++)
-                if (strcmp(node->kids[j].key, v->keys[i]) == 0) fatal("%s: duplicate key '%s'", path, printable(v->keys[i]));
+            check_new_key(node, v->keys[i], path, 0);
             from_json(add_kid(node, v->keys[i], 0), &v->items[i], path);
         }
         return;

@@ -167,6 +167,13 @@ START_TEST(test_bad_files) {
     }
     FileCase missing = { "/nonexistent/kv.yaml", 2, 2 };
     expect_fatal(load_into_shape, &missing, "/nonexistent/kv.yaml");
+    // 5,000 distinct keys in one mapping: refused at the 4,097th, before the search for repeats
+    // grows quadratic (a file of a few hundred kB would otherwise take minutes)
+    char *big = xmalloc(5000 * 32 + 1), *p = big;
+    for (int i = 0; i < 5000; i++) p += sprintf(p, "%d:\n  nbits_key: 8\n", i);
+    FileCase many = { write_tmp("many.yaml", big), 2, 2 };
+    expect_fatal(load_into_shape, &many, "line 8193: more than 4096 keys in one mapping");
+    free(big);
 }
 END_TEST
 
