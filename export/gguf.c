@@ -47,11 +47,23 @@ static char *rd_string(Cursor *c, uint64_t *len_out, const char *what) {
     return s;
 }
 
-// Keys and tensor names are identifiers: control characters mean a corrupt file.
-static void check_name(const Cursor *c, const char *s, const char *what) {
-    for (const char *p = s; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+// Keys and tensor names are identifiers: control characters (NUL included, which would cut the
+// name short) mean a corrupt file.
+static void check_name(const Cursor *c, const char *s, uint64_t len, const char *what) {
+    for (uint64_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             fatal("%s: %s \"%s\" contains control characters (corrupt file?)", c->g->path, what, printable(s));
+}
+
+// A string value as a C string: one with a NUL byte inside would be cut there in silence.
+// index: the element's index + 1 in an array of strings, 0 for a string value.
+static const char *text_of(const GGUFFile *g, const GGUFValue *v, const char *key, uint64_t index) {
+    if (memchr(v->str, 0, (size_t)v->str_len)) {
+        char at[32] = "";
+        if (index) snprintf(at, sizeof at, "[%llu]", (unsigned long long)(index - 1));
+        fatal("%s: metadata %s%s holds a NUL byte inside a string (corrupt file?)", g->path, key, at);
+    }
+    return v->str;
 }
 
 static int fixed_size(int type) {   // bytes of a scalar value type, 0 for string/array
@@ -151,8 +163,9 @@ int ggml_block_info(int type, int *block_elems, int *block_bytes) {
 static void read_tensor_info(Cursor *c, GGUFTensor *t, uint64_t idx) {
     char what[64];
     snprintf(what, sizeof what, "tensor info %llu", (unsigned long long)idx);
-    t->name = rd_string(c, NULL, what);
-    check_name(c, t->name, "tensor name");
+    uint64_t len;
+    t->name = rd_string(c, &len, what);
+    check_name(c, t->name, len, "tensor name");
     uint64_t nd = rd(c, 4, what);
     if (nd < 1 || nd > 4)
         fatal("%s: tensor %s has %llu dimensions (GGUF allows 1 to 4)", c->g->path, t->name,
@@ -228,8 +241,9 @@ static void parse(GGUFFile *g) {
     g->keys = xcalloc((size_t)g->n_kv, sizeof(char *));
     g->values = xcalloc((size_t)g->n_kv, sizeof(GGUFValue));
     for (uint64_t k = 0; k < g->n_kv; k++) {
-        g->keys[k] = rd_string(&c, NULL, "metadata key");
-        check_name(&c, g->keys[k], "metadata key");
+        uint64_t len;
+        g->keys[k] = rd_string(&c, &len, "metadata key");
+        check_name(&c, g->keys[k], len, "metadata key");
         int type = (int)rd(&c, 4, g->keys[k]);
         read_value(&c, &g->values[k], type, 0, g->keys[k]);
     }
@@ -304,7 +318,7 @@ const char *gguf_get_str(const GGUFFile *g, const char *key) {
     const GGUFValue *v = need_value(g, key);
     if (v->type != GGUF_STRING)
         fatal("%s: metadata %s is a %s, expected a string", g->path, key, gguf_type_name(v->type));
-    return v->str;
+    return text_of(g, v, key, 0);
 }
 
 uint64_t gguf_get_str_array(const GGUFFile *g, const char *key, char ***out) {
@@ -312,7 +326,7 @@ uint64_t gguf_get_str_array(const GGUFFile *g, const char *key, char ***out) {
     if (v->type != GGUF_ARRAY || v->elem_type != GGUF_STRING)
         fatal("%s: metadata %s is not an array of strings", g->path, key);
     *out = xmalloc((size_t)v->n * sizeof(char *));
-    for (uint64_t k = 0; k < v->n; k++) (*out)[k] = v->arr[k].str;
+    for (uint64_t k = 0; k < v->n; k++) (*out)[k] = (char *)text_of(g, &v->arr[k], key, k + 1);
     return v->n;
 }
 

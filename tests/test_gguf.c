@@ -199,6 +199,7 @@ typedef struct {
     const char *pre;        // tokenizer.ggml.pre
     int untied;
     int truncate_at;        // cut the file to this many bytes
+    int nul_in_token;       // token 256 "he" becomes "h\0" (a NUL byte inside a string)
 } Opts;
 
 // GPT-2's byte -> unicode map (printable bytes stand for themselves, the rest move to 256+).
@@ -276,6 +277,13 @@ static void make_llama_gguf(const char *path, Opts o, TSpec *specs, uint8_t **da
     for (int i = 0; i < nt; i++)
         if (o.far && strcmp(o.far, t[i].name) == 0) t[i].offset = 1u << 30;
     gb_finish(&b, t, nt, 32);
+    if (o.nul_in_token) {
+        static const uint8_t he[10] = { 2, 0, 0, 0, 0, 0, 0, 0, 'h', 'e' };   // the string "he", with its length
+        size_t i = 0;
+        while (i + sizeof he <= b.n && memcmp(b.p + i, he, sizeof he)) i++;
+        ck_assert(i + sizeof he <= b.n);
+        b.p[i + 9] = 0;
+    }
     write_bytes(path, b.p, o.truncate_at ? (size_t)o.truncate_at : b.n);
     free(b.p);
     for (int i = 0; i < 256; i++) free(tokens[i]);
@@ -432,6 +440,11 @@ START_TEST(test_missing_tensor) { expect_failure((Opts){.omit = "blk.1.ffn_down.
 END_TEST
 START_TEST(test_unknown_pretokenizer) { expect_failure((Opts){.pre = "falcon"}, "falcon"); }
 END_TEST
+// A C string would end at the NUL and the token would silently become "h".
+START_TEST(test_nul_in_token) {
+    expect_failure((Opts){.nul_in_token = 1}, "metadata tokenizer.ggml.tokens[256] holds a NUL byte inside a string");
+}
+END_TEST
 
 START_TEST(test_bad_arguments) {
     char cmd[1024], *err;
@@ -474,6 +487,7 @@ static Suite *gguf_suite(void) {
     tcase_add_test(tc, test_unsupported_type);
     tcase_add_test(tc, test_missing_tensor);
     tcase_add_test(tc, test_unknown_pretokenizer);
+    tcase_add_test(tc, test_nul_in_token);
     tcase_add_test(tc, test_bad_arguments);
     suite_add_tcase(s, tc);
     return s;
