@@ -524,12 +524,13 @@ static void verify_points(const Model *m, const KVSpec *grouping, const TuneKind
 
 // ---- step 7: confirmation on held-back text ---------------------------------------------------------
 
-// (tune_report.h) The search chose each budget's point on calibration text. A mixed point is kept only where the
-// held-back text of every calibration kind confirms it: there too its KL is below that of every
-// uniform configuration within the budget. Otherwise the budget keeps the uniform configuration
-// the search keeps when no mixed candidate wins (tune_pick over them, on calibration text): a
-// margin that held-back text of the same kind does not reproduce is within the noise of a few
-// hundred tokens, and would not transfer to other text either (docs/DESIGN.md §6.1).
+// (tune_report.h) The search chose each budget's point on calibration text. A mixed point is
+// kept only where the held-back text of every calibration kind confirms it: there too its KL is
+// below that of every uniform configuration within the budget, by TUNE_CONFIRM_MARGIN.
+// Otherwise the budget keeps the uniform configuration the search keeps when no mixed
+// candidate wins (tune_pick over them, on calibration text): a margin that held-back text of
+// the same kind does not reproduce is within the noise of a few hundred tokens, and would not
+// transfer to other text either (docs/DESIGN.md §6.1).
 void tune_confirm_points(TunePoint *pts, int n_tuned, int np, int n_cal, int L, const BudgetLog *blog) {
     for (int i = 0; i < n_tuned; i++) {
         TunePoint *p = &pts[i];
@@ -542,7 +543,7 @@ void tune_confirm_points(TunePoint *pts, int n_tuned, int np, int n_cal, int L, 
         }
         int mixed = 0;
         for (int l = 1; l < L; l++) mixed |= memcmp(&p->kv[l], &p->kv[0], sizeof(KVBits)) != 0;
-        if (p->held_won == n_cal || !mixed) continue;
+        if (p->held_worst < TUNE_CONFIRM_MARGIN || !mixed) continue;
         double rows[TUNE_NPAIRS * TUNE_MAX_KINDS];
         int cost[TUNE_NPAIRS], idx[TUNE_NPAIRS], n = 0;
         for (int u = n_tuned; u < np; u++)

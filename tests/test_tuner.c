@@ -467,7 +467,8 @@ END_TEST
 // Two budgets' points and three uniform ones, two kinds, 2 layers. Budget 4.0's mixed point
 // beats KV4 on held-back text of kind 0 only: it gives way to the uniform configuration the
 // search keeps on calibration text (KV4: K4V2 is worse there). Budget 5.0's beats every
-// uniform within 5 bits on both kinds' held-back text and stays.
+// uniform within 5 bits on both kinds' held-back text by more than TUNE_CONFIRM_MARGIN and
+// stays; with a margin of 3% on one kind it gives way too.
 START_TEST(test_confirm_points) {
     enum { L = 2, K = 2 };
     KVBits mixed4[L] = { { 8, 4 }, { 4, 2 } }, mixed5[L] = { { 8, 4 }, { 4, 4 } };
@@ -504,6 +505,15 @@ START_TEST(test_confirm_points) {
     ck_assert_int_eq(p[1].held_won, 2);
     ck_assert_msg(!memcmp(p[1].kv, mixed5, sizeof mixed5), "budget 5.0's mixed point was confirmed");
     ck_assert_int_eq(p[1].same_as, -1);
+    memcpy(store[0], mixed5, sizeof mixed5);            // again, budget 5.0 within 3% of KV4 on kind 1
+    memcpy(store[1], mixed5, sizeof mixed5);
+    p[1].fell_back = 0;
+    p[1].kl[1] = 0.097;
+    snprintf(p[1].label, sizeof p[1].label, "tuned-5.0");
+    tune_confirm_points(p + 1, 1, 4, K, L, log + 1);
+    ck_assert_int_eq(p[1].fell_back, 1);
+    ck_assert_int_eq(p[1].held_won, 2);
+    ck_assert_msg(!memcmp(p[1].kv, kv4, sizeof kv4), "budget 5.0 within the margin should keep KV4");
 }
 END_TEST
 
