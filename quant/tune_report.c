@@ -104,9 +104,10 @@ static void write_claim(FILE *f, const TuneReport *r) {
     fprintf(f, "## Each budget's tuned point against every uniform configuration with no more bits\n\n");
     fprintf(f, "Ratio: the tuned point's held-back KL over the least KL of any uniform configuration with no more "
                "average bits, on the same text (below 1: the tuned point beats them all). A mixed point that the "
-               "held-back text of some calibration kind did not confirm gave way to the uniform configuration the "
+               "held-back text of some calibration kind did not confirm (a ratio below %g on every kind) gave way to "
+               "the uniform configuration the "
                "search keeps without mixed candidates (docs/DESIGN.md §6.1); its in-domain columns then show how the "
-               "mixed point did.\n\n");
+               "mixed point did.\n\n", TUNE_CONFIRM_MARGIN);
     fprintf(f, "| budget | tuned | its bits | in-domain kinds won | worst in-domain ratio |");
     if (has_verify(r)) fprintf(f, " best uniform on %s | its KL | tuned KL | ratio | verdict |", r->kinds[r->n_cal].name);
     fprintf(f, "\n|---:|---|---:|---:|---:|");
