@@ -555,6 +555,8 @@ void tune_confirm_points(TunePoint *pts, int n_tuned, int np, int n_cal, int L, 
         int pick = tune_pick(rows, cost, n, blog[i].ref, n_cal);
         if (pick < 0) continue;                  // (every uniform configuration within a budget is measured)
         const TunePoint *u = &pts[idx[pick]];
+        char name[sizeof u->label];              // the uniform configuration's name ("KV4")
+        memcpy(name, u->label, sizeof name);
         memcpy(p->kv, u->kv, (size_t)L * sizeof(KVBits));
         p->avg_bits = u->avg_bits;
         p->bits_per_elem = u->bits_per_elem;
@@ -565,7 +567,7 @@ void tune_confirm_points(TunePoint *pts, int n_tuned, int np, int n_cal, int L, 
         p->worst = tune_worst_ratio(p->cal, blog[i].ref, n_cal);
         p->mean = tune_mean_ratio(p->cal, blog[i].ref, n_cal);
         p->fell_back = 1;
-        snprintf(p->label, sizeof p->label, "tuned-%.1f=%.8s", p->budget, u->label);
+        snprintf(p->label, sizeof p->label, "tuned-%.1f=%.8s", p->budget, name);
     }
     for (int i = 0; i < n_tuned; i++) {          // budgets that now share a configuration
         pts[i].same_as = -1;
