@@ -88,7 +88,7 @@ static void usage(void) {
         "                llama-perplexity scores: P = N/2), as a line `kl_from P kl X positions M`\n"
         "  --per-layer   compare: also the KL with only one layer quantized, for each layer\n"
         "                (compare -i PROMPT -n N: greedy continuations of both caches, side by side)\n"
-        "  --threads N   OpenMP threads (default: the cores, fewer while the machine is busy)\n"
+        "  --threads N   OpenMP threads (default: the cores not busy when it starts)\n"
         "  --device D    cpu | cuda\n"
         "  --attention A fast | reference (default fast; reference: kernels/attention_ref.c, slow)\n"
         "  --verbose     more detail on stderr\n"
@@ -534,15 +534,39 @@ static void tune(const Model *m, Options *o) {
     free_kvspec(&grouping);
 }
 
+#ifdef _OPENMP
+// The default team size: the cores that are free when the program starts, i.e. all of them
+// less the other tasks running (the "running/total" field of /proc/loadavg, which counts this
+// process too; the least of 5 readings 5 ms apart, so that a short-lived task such as a shell
+// command is not counted). On a busy machine a team larger than the free cores waits
+// at every barrier for a descheduled thread, which can make decoding ~50x slower. OpenMP's
+// own dynamic mode is no substitute: it sizes each team from the 15-minute load average,
+// which counts this process's own past work, so a long run (a tune) throttles itself to one
+// thread of two within ten minutes and stays there.
+static int free_cores(void) {
+    int cores = omp_get_num_procs(), running = 0;   // 0: no reading yet
+    for (int i = 0; i < 5; i++) {
+        if (i) nanosleep(&(struct timespec){.tv_nsec = 5000000}, NULL);
+        FILE *f = fopen("/proc/loadavg", "r");
+        if (!f) return cores;
+        double avg[3];
+        int now;
+        if (fscanf(f, "%lf %lf %lf %d/", &avg[0], &avg[1], &avg[2], &now) == 4 && (!running || now < running)) running = now;
+        fclose(f);
+    }
+    if (!running) return cores;
+    int free = cores - (running - 1);
+    return free < 1 ? 1 : free > cores ? cores : free;
+}
+#endif
+
 int main(int argc, char **argv) {
     Options o;
     parse_args(&o, argc, argv);
 #ifdef _OPENMP
-    // --threads N: exactly N. Otherwise (unless OMP_* says so) let OpenMP size each team from
-    // the load average: on a busy machine a team larger than the free cores waits at every
-    // barrier for a descheduled thread, which can make decoding ~50x slower.
+    // --threads N: exactly N. Otherwise, unless OMP_NUM_THREADS says so, the free cores.
     if (o.threads) omp_set_num_threads(o.threads);
-    else if (!getenv("OMP_NUM_THREADS") && !getenv("OMP_DYNAMIC")) omp_set_dynamic(1);
+    else if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(free_cores());
 #endif
     Model m;
     load_model(&m, o.model_path);
