@@ -106,8 +106,11 @@ void tune_write_report(const TuneReport *r);
 // ---- tune_sens.c: step 1-2 and sensitivity.tsv ----
 // The sensitivity runs use the first n / TUNE_SENS_SHARE of a kind's n calibration tokens (at
 // least 16): the layer ranking they give is what the proposals need, and it holds at half the
-// length (docs/DESIGN.md §6.2), while the joint search measures on all n.
+// length (docs/DESIGN.md §6.2), while the joint search measures on all n. Like the other two
+// shortcuts (tune_sens.c), it can be switched off at build time to measure what it costs.
+#ifndef TUNE_SENS_SHARE
 #define TUNE_SENS_SHARE 2
+#endif
 int tune_sens_tokens(int n);
 // Record the fp16 pass over the first n tokens of k->cal and measure k->tab. Counts the KL
 // runs done and the pairs estimated.
