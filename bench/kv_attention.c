@@ -48,10 +48,11 @@ static double time_config(int kb, int vb, int kivi, int64_t T, uint64_t *bytes) 
     for (int i = 0; i < NH * HD; i++) q[i] = randn();
     *bytes = kvcache_memory(c, -1).total;
     int reps = (int)(20000 / T) + 3;
-    for (int l = 0; l < L; l++) attention_query(c, l, q, NH, out, ATTN_FAST);    // warm up
+    AttnRows x = {.q = q, .k = k, .v = v, .out = out, .n = 1, .n_heads = NH};   // a decode token and its own k, v
+    for (int l = 0; l < L; l++) attention_query(c, l, &x, ATTN_FAST);    // warm up
     double t0 = now();
     for (int r = 0; r < reps; r++)
-        for (int l = 0; l < L; l++) attention_query(c, l, q, NH, out, ATTN_FAST);
+        for (int l = 0; l < L; l++) attention_query(c, l, &x, ATTN_FAST);
     double dt = (now() - t0) / reps;
     free_kvcache(c);
     free_kvspec(&spec);
