@@ -61,3 +61,9 @@ row 5.0 q4_1 q4_1 --kv kv4 --kv-preset pertoken --kv-group 32
 row 4.5 q4_0 q4_0 --kv kv4 --kv-preset pertoken
 k=$(ours kivi-kv4 --kv kv4); echo "| KIVI kv4, ours | | | ${k% *} (${k#* } b) | $(ours kivi-kv4-rot --kv kv4 --kv-rotate | cut -d' ' -f1) |"
 k=$(ours kivi-k4v2 --kv k4v2); echo "| KIVI k4v2, ours | | | ${k% *} (${k#* } b) | $(ours kivi-k4v2-rot --kv k4v2 --kv-rotate | cut -d' ' -f1) |"
+# The tuner's KIVI configs (bench/results/tune/smollm2-kivi-kinds). Of this text they were
+# calibrated on its first 256 tokens only: context here, never a scored position.
+for b in 3.5 4.5 5.0; do
+  k=$(ours "kivi-tuned-$b" --kv-config "bench/results/tune/smollm2-kivi-kinds/kivi-$b.yaml")
+  echo "| KIVI tuned $b, ours | | | ${k% *} (${k#* } b) | |"
+done
