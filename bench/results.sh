@@ -116,5 +116,7 @@ LONG_SIZES=$([ "$LONG_LENGTHS" = none ] || echo ", lengths $LONG_LENGTHS at dept
     --seconds "$secs" --command "bench/results.sh$ARGS" \
     --sizes "compare $TOKENS tokens; passkey lengths $LENGTHS at depths $DEPTHS$LONG_SIZES; GSM8K $PROBLEMS problems scored, $GEN generated (max $MAXNEW tokens)"
 # The weight-quantization section (bench/peer_weights.sh writes it) stays at the end.
-if [ -f bench/results/RESULTS_weights.md ]; then { echo; cat bench/results/RESULTS_weights.md; } >> bench/results/RESULTS.md; fi
+for part in bench/results/RESULTS_weights.md bench/results/RESULTS_kv_peer.md; do
+  if [ -f "$part" ]; then { echo; cat "$part"; } >> bench/results/RESULTS.md; fi
+done
 echo "bench/results/RESULTS.md written ($secs s)"
