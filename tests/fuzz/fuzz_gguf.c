@@ -1,7 +1,8 @@
 // fuzz_gguf.c: the GGUF reader and the exporter's reading of a GGUF (export/gguf.c,
-// export/from_gguf.c). Every metadata value goes through the getter of its kind, every
-// tensor of a supported type is dequantized whole (with the bounds its block format
-// implies), then the tokenizer and the export setup (config, tensor shapes) read the file.
+// export/from_gguf.c). Every metadata value goes through the getter of its kind (which must
+// refuse exactly the strings with a NUL byte inside), every tensor of a supported type is
+// dequantized whole (with the bounds its block format implies), then the tokenizer and the
+// export setup (config, tensor shapes) read the file.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,16 @@ typedef struct {
 } Ctx;
 
 static void do_open(void *p) { Ctx *x = p; gguf_open_memory(&x->g, NAME, x->data, x->size); }
+
+// 1 if a string value, or an element of an array of strings, holds a NUL byte inside: its
+// getter must refuse it (it would be cut short as a C string).
+static int has_nul(const GGUFValue *v) {
+    if (v->type == GGUF_STRING) return memchr(v->str, 0, (size_t)v->str_len) != NULL;
+    if (v->type == GGUF_ARRAY && v->elem_type == GGUF_STRING)
+        for (uint64_t k = 0; k < v->n; k++)
+            if (memchr(v->arr[k].str, 0, (size_t)v->arr[k].str_len)) return 1;
+    return 0;
+}
 
 // The typed getter that matches the value's kind must accept it and agree with it.
 static void do_get(void *p) {
@@ -115,8 +126,11 @@ static void read_rows(Ctx *x) {
 static void run(const uint8_t *data, size_t size) {
     Ctx x = { .data = data, .size = size };
     if (!fuzz_call(do_open, &x)) return;
-    for (x.key = 0; x.key < x.g.n_kv; x.key++)
-        if (!fuzz_call(do_get, &x)) fuzz_fail("a getter refused a value of its own kind: %s", fuzz_last_error());
+    for (x.key = 0; x.key < x.g.n_kv; x.key++) {
+        int nul = has_nul(gguf_get(&x.g, x.g.keys[x.key])), accepted = fuzz_call(do_get, &x);
+        if (accepted && nul) fuzz_fail("%s: a getter accepted a string with a NUL byte inside", x.g.keys[x.key]);
+        if (!accepted && !nul) fuzz_fail("a getter refused a value of its own kind: %s", fuzz_last_error());
+    }
     uint64_t budget = MAX_DEQUANT;
     for (uint64_t k = 0; k < x.g.n_tensors; k++) dequantize(&x.g.tensors[k], &budget);
     if (fuzz_call(do_tokenizer, &x)) {
