@@ -5,6 +5,11 @@
 //
 //   make bench            (builds build/kv_attention)
 //   ./build/kv_attention [context ...]        (default 512 2048 8192)
+//
+// For a profile of one configuration: KVT_CONFIG=PRESET:KV (e.g. kivi:kv4, pertoken:k8v4)
+// times only that one, KVT_REPS=N repeats each timing N times (default 20000/context + 3):
+//   KVT_CONFIG=pertoken:kv4 KVT_REPS=100 OMP_NUM_THREADS=1 perf record -e cpu-clock build/kv_attention 8192
+//   perf report --no-children      (the attention's functions: key_*, value_*, softmax_*, merge)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +52,8 @@ static double time_config(int kb, int vb, int kivi, int64_t T, uint64_t *bytes) 
         }
     for (int i = 0; i < NH * HD; i++) q[i] = randn();
     *bytes = kvcache_memory(c, -1).total;
-    int reps = (int)(20000 / T) + 3;
+    int reps = getenv("KVT_REPS") ? atoi(getenv("KVT_REPS")) : (int)(20000 / T) + 3;
+    if (reps < 1) reps = 1;
     AttnRows x = {.q = q, .k = k, .v = v, .out = out, .n = 1, .n_heads = NH};   // a decode token and its own k, v
     for (int l = 0; l < L; l++) attention_query(c, l, &x, ATTN_FAST);    // warm up
     double t0 = now();
@@ -67,20 +73,25 @@ int main(int argc, char **argv) {
         for (int i = 1; i < argc && n_ctx < 16; i++) ctx[n_ctx++] = atoll(argv[i]);
     }
     static const int cfg[][2] = { { 16, 16 }, { 8, 8 }, { 8, 4 }, { 4, 4 }, { 4, 2 }, { 2, 2 } };
+    const char *only = getenv("KVT_CONFIG");   // one configuration, PRESET:KV (then no fp16 to compare with)
     printf("%-8s %-6s %6s %10s %12s %8s %9s\n", "preset", "kv", "ctx", "ms/step", "KV MB", "GB/s", "vs fp16");
     for (int ci = 0; ci < n_ctx; ci++)
         for (int kivi = 0; kivi < 2; kivi++) {
             double base = 0;
             for (int k = 0; k < 6; k++) {
                 uint64_t bytes;
-                double dt = time_config(cfg[k][0], cfg[k][1], kivi, ctx[ci], &bytes);
-                if (k == 0) base = dt;
-                char name[16];
+                char name[16], full[32];
                 if (cfg[k][0] == 16) snprintf(name, sizeof name, "fp16");
                 else if (cfg[k][0] == cfg[k][1]) snprintf(name, sizeof name, "kv%d", cfg[k][0]);
                 else snprintf(name, sizeof name, "k%dv%d", cfg[k][0], cfg[k][1]);
-                printf("%-8s %-6s %6lld %10.3f %12.2f %8.2f %8.2fx\n", kivi ? "kivi" : "pertoken", name,
-                       (long long)ctx[ci], dt * 1e3, bytes / 1e6, bytes / dt / 1e9, base / dt);
+                snprintf(full, sizeof full, "%s:%s", kivi ? "kivi" : "pertoken", name);
+                if (only && strcmp(only, full) != 0) continue;
+                double dt = time_config(cfg[k][0], cfg[k][1], kivi, ctx[ci], &bytes);
+                if (k == 0) base = dt;
+                printf("%-8s %-6s %6lld %10.3f %12.2f %8.2f", kivi ? "kivi" : "pertoken", name,
+                       (long long)ctx[ci], dt * 1e3, bytes / 1e6, bytes / dt / 1e9);
+                if (base > 0) printf(" %8.2fx\n", base / dt);
+                else printf(" %9s\n", "-");
                 fflush(stdout);
             }
         }

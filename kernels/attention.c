@@ -247,6 +247,7 @@ static void merge(const Block *b, int i, int hh) {
         float w = expf(stat(b, i, kh, ch)[2 * h] - mx);
         const float *restrict o = part(b, i, kh, ch) + (int64_t)h * hd;
         total += w * stat(b, i, kh, ch)[2 * h + 1];
+        #pragma omp simd
         for (int c = 0; c < hd; c++) out[c] += w * o[c];
     }
     if (own_v) {
