@@ -172,6 +172,31 @@ AVX2 INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
     }
 }
 
+// The codes of channels c (bytes from p) and c + 1 (from q) for 16 tokens of a 32-token slice,
+// as two vectors of 8 int32 lanes, each lane the pair (u_c, u_c+1) of one token, as vpmaddwd
+// takes them: the two channels' bytes are interleaved, widened, and each byte's codes shifted
+// out. Which tokens: 8-bit, half 0 gives tokens 0-3, 8-11 and 4-7, 12-15 (half 1: 16-31 alike);
+// 4-bit (byte i holds tokens 2i, 2i + 1), half 0 tokens 0, 2, .., 14 and 1, 3, .., 15 (half 1:
+// 16-31 alike); 2-bit (byte i holds tokens 4i .. 4i + 3), half 0 tokens 4i and 4i + 1, half 1
+// tokens 4i + 2 and 4i + 3.
+AVX2 INLINE void channel_pairs(const uint8_t *p, const uint8_t *q, const int bits, const int half, __m256i *lo, __m256i *hi) {
+    if (bits == 8) {
+        __m256i x = codes16(p, 8, half), y = codes16(q, 8, half);
+        *lo = _mm256_unpacklo_epi16(x, y);
+        *hi = _mm256_unpackhi_epi16(x, y);
+    } else if (bits == 4) {
+        __m128i x = _mm_loadl_epi64((const __m128i *)(p + 8 * half)), y = _mm_loadl_epi64((const __m128i *)(q + 8 * half));
+        __m256i w = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(x, y));
+        *lo = _mm256_and_si256(w, _mm256_set1_epi16(15));
+        *hi = _mm256_srli_epi16(w, 4);
+    } else {
+        __m256i w = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)p), _mm_loadl_epi64((const __m128i *)q)));
+        __m256i m = _mm256_set1_epi16(3);
+        *lo = _mm256_and_si256(_mm256_srli_epi16(w, 4 * half), m);
+        *hi = _mm256_and_si256(_mm256_srli_epi16(w, 4 * half + 2), m);
+    }
+}
+
 // Per-channel (KIVI) keys of one 32-token slice of block b: for each channel pair (c, c+1)
 // the two channels' codes are interleaved into (c, c+1) pairs of 16-bit lanes, one lane pair
 // per token, so vpmaddwd with the folded query pair (q'_c, q'_c+1) adds both channels' terms
@@ -186,8 +211,8 @@ AVX2 INLINE void key_block_slice(const KeyArgs *a, const int16_t *qf, int64_t b,
     for (int half = 0; half < 2; half++) {                  // 16 tokens per pass: 2·nh accumulators
         const uint8_t *p = p0;
         for (int c = 0; c < hd; c += 2, p += 2 * k->group_bytes) {
-            __m256i x = codes16(p, bits, half), y = codes16(p + k->group_bytes, bits, half);
-            __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);
+            __m256i lo, hi;
+            channel_pairs(p, p + k->group_bytes, bits, half, &lo, &hi);
             HEADS for (int h = 0; h < nh; h++) {
                 int32_t pair;
                 memcpy(&pair, qf + h * hd + c, 4);
@@ -199,29 +224,34 @@ AVX2 INLINE void key_block_slice(const KeyArgs *a, const int16_t *qf, int64_t b,
     }
 }
 
-// The 32 scores of a slice, f[0..3] in key_block_slice's lane order, stored in token order.
-// 8-bit codes unpack in order and the pairing takes lanes {0-3, 8-11} and {4-7, 12-15}; 4-bit
-// ones unpack even tokens then odd; 2-bit ones in four strided sets (a table).
+// The 32 scores of a slice, f[0..3] in the token order channel_pairs leaves (half 0: f[0],
+// f[1]; half 1: f[2], f[3]), stored in token order.
 AVX2 INLINE void natural32(__m256 f[4], const int bits, float *out) {
-    static const uint8_t tok2[32] = { 0, 4, 8, 12, 1, 5, 9, 13, 16, 20, 24, 28, 17, 21, 25, 29,
-                                      2, 6, 10, 14, 3, 7, 11, 15, 18, 22, 26, 30, 19, 23, 27, 31 };
-    if (bits == 8) {
-        _mm256_storeu_ps(out, _mm256_permute2f128_ps(f[0], f[1], 0x20));
-        _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(f[0], f[1], 0x31));
-        _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(f[2], f[3], 0x20));
-        _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(f[2], f[3], 0x31));
-    } else if (bits == 4) {
-        __m256 e0 = _mm256_unpacklo_ps(f[0], f[2]), e1 = _mm256_unpackhi_ps(f[0], f[2]);   // 0-3 16-19, 4-7 20-23
-        __m256 o0 = _mm256_unpacklo_ps(f[1], f[3]), o1 = _mm256_unpackhi_ps(f[1], f[3]);   // 8-11 24-27, 12-15 28-31
-        _mm256_storeu_ps(out, _mm256_permute2f128_ps(e0, e1, 0x20));
-        _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(o0, o1, 0x20));
-        _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(e0, e1, 0x31));
-        _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(o0, o1, 0x31));
-    } else {
-        float v[32];
-        for (int i = 0; i < 4; i++) _mm256_storeu_ps(v + 8 * i, f[i]);
-        for (int i = 0; i < 32; i++) out[tok2[i]] = v[i];
+    if (bits == 4) {                           // even and odd tokens of each half: interleave
+        for (int k = 0; k < 4; k += 2) {
+            __m256 lo = _mm256_unpacklo_ps(f[k], f[k + 1]), hi = _mm256_unpackhi_ps(f[k], f[k + 1]);
+            _mm256_storeu_ps(out + 8 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
+            _mm256_storeu_ps(out + 8 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+        }
+        return;
     }
+    if (bits == 2) {                           // tokens 4i + s in f[s]: transpose
+        __m256 x[4], a = _mm256_unpacklo_ps(f[0], f[1]), b = _mm256_unpacklo_ps(f[2], f[3]);
+        __m256 c = _mm256_unpackhi_ps(f[0], f[1]), d = _mm256_unpackhi_ps(f[2], f[3]);
+        x[0] = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));   // 0-3, 16-19
+        x[1] = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a), _mm256_castps_pd(b)));   // 4-7, 20-23
+        x[2] = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(c), _mm256_castps_pd(d)));   // 8-11, 24-27
+        x[3] = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(c), _mm256_castps_pd(d)));   // 12-15, 28-31
+        _mm256_storeu_ps(out, _mm256_permute2f128_ps(x[0], x[1], 0x20));
+        _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(x[2], x[3], 0x20));
+        _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(x[0], x[1], 0x31));
+        _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(x[2], x[3], 0x31));
+        return;
+    }
+    _mm256_storeu_ps(out, _mm256_permute2f128_ps(f[0], f[1], 0x20));   // 8-bit: f[0] 0-3, 8-11, f[1] 4-7, 12-15
+    _mm256_storeu_ps(out + 8, _mm256_permute2f128_ps(f[0], f[1], 0x31));
+    _mm256_storeu_ps(out + 16, _mm256_permute2f128_ps(f[2], f[3], 0x20));
+    _mm256_storeu_ps(out + 24, _mm256_permute2f128_ps(f[2], f[3], 0x31));
 }
 
 // The scales s and offsets m of `count` consecutive groups from index gi, as floats.
