@@ -508,11 +508,11 @@ AVX2 static void value_codes_avx2(const float *p, int gq, const KVStreamView *v,
     int hd = v->head_dim, gpt = v->groups_per_token;
     int64_t n8 = (n + 7) / 8 * 8;
     float sm[2 * n8 * gpt], sg[gpt * n8], mg[gpt * n8], w[gq * gpt * n8], moff[gq * gpt];
-    scales_offsets(v->sm, (t - v->sink) * gpt, (int)(n * gpt), sm, sm + n8 * gpt);   // [j][g] order
-    if (gpt == 1) {
-        memcpy(sg, sm, sizeof(float) * (size_t)n);
-        memcpy(mg, sm + n8, sizeof(float) * (size_t)n);
-    } else if (gpt == 2)                                     // even entries group 0, odd group 1
+    if (gpt == 1)                                            // already [g][j]
+        scales_offsets(v->sm, t - v->sink, (int)n, sg, mg);
+    else
+        scales_offsets(v->sm, (t - v->sink) * gpt, (int)(n * gpt), sm, sm + n8 * gpt);   // [j][g] order
+    if (gpt == 2)                                            // even entries group 0, odd group 1
         for (int64_t j = 0; j < n8; j += 8)
             for (int x = 0; x < 2; x++) {
                 const float *src = sm + x * n8 * gpt + 2 * j;
@@ -522,7 +522,7 @@ AVX2 static void value_codes_avx2(const float *p, int gq, const KVStreamView *v,
                 _mm256_storeu_ps(dst + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xd8)));
                 _mm256_storeu_ps(dst + n8 + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(d), 0xd8)));
             }
-    else
+    else if (gpt > 2)
         for (int64_t j = 0; j < n; j++)
             for (int g = 0; g < gpt; g++) {
                 sg[g * n8 + j] = sm[j * gpt + g];
@@ -533,15 +533,15 @@ AVX2 static void value_codes_avx2(const float *p, int gq, const KVStreamView *v,
     __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - (n8 - 8))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for (int h = 0; h < gq; h++)
         for (int g = 0; g < gpt; g++) {
-            __m256 acc = _mm256_setzero_ps();
+            __m256 acc[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() };   // two FMA chains
             const float *sv = sg + g * n8, *mv = mg + g * n8, *ph = p + h * ATTN_CHUNK;
             float *wv = w + ((int64_t)h * gpt + g) * n8;
-            for (int64_t j = 0; j < n8; j += 8) {       // the last 8 are masked: p is not written past n
+            _Pragma("GCC unroll 2") for (int64_t j = 0; j < n8; j += 8) {   // the last 8 are masked: p is not written past n
                 __m256 pv = j + 8 < n8 ? _mm256_loadu_ps(ph + j) : _mm256_maskload_ps(ph + j, live);
                 _mm256_storeu_ps(wv + j, _mm256_mul_ps(pv, _mm256_loadu_ps(sv + j)));
-                acc = _mm256_fmadd_ps(pv, _mm256_loadu_ps(mv + j), acc);
+                acc[(j >> 3) & 1] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(mv + j), acc[(j >> 3) & 1]);
             }
-            moff[h * gpt + g] = _mm_cvtss_f32(hsum4_ps(acc, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()));
+            moff[h * gpt + g] = _mm_cvtss_f32(hsum4_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()));
         }
     for (int h0 = 0; h0 < gq; h0 += 4) {
         ValueArgs a = { v, t, n, n8, o + h0 * hd, w + (int64_t)h0 * gpt * n8, moff + h0 * gpt };
