@@ -75,6 +75,11 @@ static const struct {
     // A tokenizer.json whose ids leave a hole (1): the model.bin writer passed the hole's NULL
     // bytes to memcpy (undefined behaviour). Holes are now empty tokens.
     { "tokenizer_json", "tokenizer_json-hole.json", "", NULL, NULL, NULL },
+    // A 150-byte tokenizer.json naming id 237222222 made the loader allocate 3 GB of tables.
+    { "tokenizer_json", "tokenizer_json-far-id.json",
+      "fuzz.json: largest id 237222222 leaves more holes than the 2 ids named (at most one hole per id)",
+      "export", "--random micro --tokenizer {} build/never-written.bin",
+      "largest id 237222222 leaves more holes than the 2 ids named (at most one hole per id)" },
     // Control characters from the file went into the error line.
     { "kvconfig", "kvconfig-control-key.yaml",
       "fuzz.yaml: layer 0 (line 1): unknown key '\\x03' (expected nbits_key, nbits_value, rotate)",

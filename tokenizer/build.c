@@ -184,11 +184,16 @@ void build_tokenizer_from_hf_json_text(Tokenizer *t, const char *path, const cha
     if (dropout && dropout->type != JSON_NULL) fatal("%s: BPE dropout is not supported", path);
     int pretok = detect_pretok(json_get(root, "pre_tokenizer"), path);
 
-    // Ids: the vocab plus the added tokens; the largest one sets the size.
+    // Ids: the vocab plus the added tokens; the largest one sets the size. Ids may leave holes,
+    // but no more holes than ids named: the tables then grow with the file, and a short file
+    // cannot name id 2^28 - 1 and make us allocate gigabytes.
     int n = 0;
     for (size_t i = 0; i < vocab->n; i++) { int id = json_id(&vocab->items[i], vocab->keys[i], path); if (id + 1 > n) n = id + 1; }
     size_t n_added = added && added->type == JSON_ARRAY ? added->n : 0;
     for (size_t i = 0; i < n_added; i++) { int id = json_id(json_get(&added->items[i], "id"), "added_tokens", path); if (id + 1 > n) n = id + 1; }
+    size_t n_named = vocab->n + n_added;
+    if ((size_t)n > 2 * n_named)
+        fatal("%s: largest id %d leaves more holes than the %zu ids named (at most one hole per id)", path, n - 1, n_named);
     alloc_vocab(t, n);
     for (size_t i = 0; i < vocab->n; i++) {
         int id = (int)vocab->items[i].integer;
