@@ -12,7 +12,8 @@
 // greedy decode steps of the real model run at positions T.. and are timed. Configurations
 // are interleaved round by round so that a change in machine load hits all of them alike;
 // the best of the rounds counts. KVT_CPU_TIME=1 times process CPU time instead of wall time
-// (steadier on a shared machine; use with OMP_NUM_THREADS=1).
+// (steadier on a shared machine; use with OMP_NUM_THREADS=1). KVT_CONFIG=PRESET:KV (e.g.
+// pertoken:kv4) runs that one configuration alone, for a profiler (no fp16 to compare with).
 //
 // Output: a comment line with the weight bytes read per token; then per line: preset kv ctx
 // tok/s ratio-vs-fp16 KV-bytes-per-cached-token, and the memory-traffic bound (weights + fp16
@@ -33,6 +34,19 @@ static double now(void) {
 
 enum { PREFILL = 256, N_CFG = 6, ROUNDS = 3 };
 static const int cfg[N_CFG][2] = { { 16, 16 }, { 8, 8 }, { 8, 4 }, { 4, 4 }, { 4, 2 }, { 2, 2 } };
+
+static const char *cfg_name(int k) {
+    static const char *name[N_CFG] = { "fp16", "kv8", "k8v4", "kv4", "k4v2", "kv2" };
+    return name[k];
+}
+
+// Whether configuration k of the preset runs: all of them, or the one KVT_CONFIG names.
+static int wanted(int k, int kivi) {
+    const char *only = getenv("KVT_CONFIG");
+    char full[32];
+    snprintf(full, sizeof full, "%s:%s", kivi ? "kivi" : "pertoken", cfg_name(k));
+    return !only || strcmp(only, full) == 0;
+}
 
 // K/V rows of a real prefill: [layer][token][K, V][n_kv_heads * head_dim], read back from an
 // fp16 cache (so exactly the fp16 values the model produced).
@@ -111,9 +125,10 @@ int main(int argc, char **argv) {
     for (int ci = 0; ci < n_ctx; ci++)
         for (int kivi = 0; kivi < 2; kivi++) {
             double best[N_CFG] = {0};
-            uint64_t bpt[N_CFG];
+            uint64_t bpt[N_CFG] = {0};
             for (int r = 0; r < ROUNDS; r++)
                 for (int k = 0; k < N_CFG; k++) {
+                    if (!wanted(k, kivi)) continue;
                     KVSpec spec;
                     build_kvspec_uniform(&spec, c->n_layers, c->n_kv_heads, c->head_dim, cfg[k][0], cfg[k][1]);
                     if (kivi) { spec.group = 32; spec.residual = 32; spec.key_axis = KEY_AXIS_CHANNEL; }
@@ -122,12 +137,14 @@ int main(int argc, char **argv) {
                     free_kvspec(&spec);
                 }
             for (int k = 0; k < N_CFG; k++) {
-                char name[16];
-                if (cfg[k][0] == 16) snprintf(name, sizeof name, "fp16");
-                else if (cfg[k][0] == cfg[k][1]) snprintf(name, sizeof name, "kv%d", cfg[k][0]);
-                else snprintf(name, sizeof name, "k%dv%d", cfg[k][0], cfg[k][1]);
+                if (!wanted(k, kivi)) continue;
+                if (best[0] == 0) {     // alone, without the fp16 row
+                    printf("%-8s %-5s %6lld %9.3f %8s %12llu\n", kivi ? "kivi" : "pertoken", cfg_name(k),
+                           (long long)ctx[ci], best[k], "-", (unsigned long long)bpt[k]);
+                    continue;
+                }
                 double bound = (wbytes + (double)bpt[0] * ctx[ci]) / (wbytes + (double)bpt[k] * ctx[ci]);
-                printf("%-8s %-5s %6lld %9.3f %7.3fx %12llu %8.3fx\n", kivi ? "kivi" : "pertoken", name, (long long)ctx[ci],
+                printf("%-8s %-5s %6lld %9.3f %7.3fx %12llu %8.3fx\n", kivi ? "kivi" : "pertoken", cfg_name(k), (long long)ctx[ci],
                        best[k], best[k] / best[0], (unsigned long long)bpt[k], bound);
             }
             fflush(stdout);
