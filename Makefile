@@ -120,6 +120,9 @@ cuda-check:
 	./$(BUILD)/cuda_check
 $(BUILD)/cuda_check: $(BUILD)/obj/kernels/cuda/check_kernels.o $(CUDA_LIB) $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(CUDA_LDLIBS) $(LDLIBS)
+ifneq ($(NVCC),)
+$(BUILD)/tests/test_cuda: | $(BUILD)/cuda_check     # it runs the harness's planted fault
+endif
 # `make cuda-emulate`: the cache kernels' per-thread code run on the CPU (no GPU needed).
 cuda-emulate:
 	@[ -n "$(NVCC)" ] || { echo "error: make cuda-emulate: nvcc not found on PATH" >&2; exit 1; }

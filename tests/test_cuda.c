@@ -3,10 +3,13 @@
 // is present:
 //   - cache codes: the same fp16 K/V appended on both devices give byte-identical caches
 //     (codes, scales/offsets, fp16 rows) and the same byte accounting, for every grouping;
-//   - logits: max |gpu - cpu| / max |cpu| <= 1e-2 per position, for the fp16 cache and
-//     every quantized configuration, prefill and decode;
-//   - greedy continuations identical for the fp16 cache and KV8;
-//   - a cache filled on the GPU continues on the CPU with the same logits (interchangeable).
+//   - logits: max |gpu - cpu| / max |cpu| <= 1e-2 per position (3e-2 with 2-bit codes, see
+//     TOL_2BIT), for the fp16 cache and every quantized configuration, prefill (cuBLAS) and
+//     64 decode steps (the GEMV kernel);
+//   - greedy tokens identical at each of the 64 steps for the fp16 cache and 8-bit caches, and
+//     `run --device cuda` generating the CPU's text for 64 tokens;
+//   - a cache filled on the GPU continues on the CPU with the same logits (interchangeable);
+//   - the debug mode KVT_CUDA_SYNC=1 names the launch of a faulting kernel.
 // Built without CUDA, or run without a GPU, the suite prints "skipped: <reason>" and checks
 // only that `run --device cuda` fails with one clear line.
 #include "testutil.h"
@@ -56,8 +59,14 @@ static const char *random_model(const char *shape, const char *dtype) {
 #include "../kernels/cuda/cuda.h"
 
 #define TOL 1e-2
+// A cache with 2-bit codes: the two devices compute K and V in a different summation order
+// (within ~1e-6), so a value that lies on a rounding boundary can take neighbouring codes, and
+// one such code moves its value by a third of its group's range. Over 30 layers and 100
+// positions a few do (measured on an H200: 1.3e-2 to 1.4e-2 on the default model's shape).
+#define TOL_2BIT 3e-2
 
 typedef struct { const char *name; int kb, vb, group, residual, axis, sink; } Cfg;
+static double tolerance(const Cfg *g) { return g->kb == 2 || g->vb == 2 ? TOL_2BIT : TOL; }
 
 static void make_spec(KVSpec *s, const Config *c, const Cfg *g) {
     build_kvspec_uniform(s, c->n_layers, c->n_kv_heads, c->head_dim, g->kb, g->vb);
@@ -181,7 +190,7 @@ START_TEST(test_parity_fp16) {
     const char *dts[] = { "f32", "f16", "bf16" };
     for (int i = 0; i < 3; i++) {
         int same;
-        double r = parity(random_model("tiny", dts[i]), &fp16, 40, 24, &same);
+        double r = parity(random_model("tiny", dts[i]), &fp16, 40, 64, &same);
         ck_assert_msg(r <= TOL, "tiny %s fp16 cache: max relative logit difference %g > %g", dts[i], r, TOL);
         ck_assert_msg(same, "tiny %s fp16 cache: greedy continuations differ", dts[i]);
     }
@@ -192,7 +201,7 @@ START_TEST(test_parity_kv8) {
     const Cfg cfgs[] = { PT("kv8 pertoken", 8, 8), KIVI16("kv8 kivi", 8, 8) };
     for (int i = 0; i < 2; i++) {
         int same;
-        double r = parity(random_model("tiny", "f16"), &cfgs[i], 40, 24, &same);
+        double r = parity(random_model("tiny", "f16"), &cfgs[i], 40, 64, &same);
         ck_assert_msg(r <= TOL, "%s: max relative logit difference %g > %g", cfgs[i].name, r, TOL);
         ck_assert_msg(same, "%s: greedy continuations differ", cfgs[i].name);
     }
@@ -206,8 +215,9 @@ START_TEST(test_parity_quantized) {
                          { "kv4 G8 R16 sink4", 4, 4, 8, 16, KEY_AXIS_TOKEN, 4 } };
     for (size_t i = 0; i < sizeof cfgs / sizeof cfgs[0]; i++) {
         int same;
-        double r = parity(random_model("tiny", "f16"), &cfgs[i], 40, 24, &same);
-        ck_assert_msg(r <= TOL, "%s: max relative logit difference %g > %g", cfgs[i].name, r, TOL);
+        double r = parity(random_model("tiny", "f16"), &cfgs[i], 40, 64, &same);
+        ck_assert_msg(r <= tolerance(&cfgs[i]), "%s: max relative logit difference %g > %g", cfgs[i].name, r,
+                      tolerance(&cfgs[i]));
     }
 }
 END_TEST
@@ -219,8 +229,9 @@ START_TEST(test_parity_smollm2_shape) {
                          KIVI("kv2 kivi", 2, 2) };
     for (int i = 0; i < 5; i++) {
         int same;
-        double r = parity(random_model("smollm2-135m", "f16"), &cfgs[i], 40, 12, &same);
-        ck_assert_msg(r <= TOL, "smollm2-135m %s: max relative logit difference %g > %g", cfgs[i].name, r, TOL);
+        double r = parity(random_model("smollm2-135m", "f16"), &cfgs[i], 40, 64, &same);
+        ck_assert_msg(r <= tolerance(&cfgs[i]), "smollm2-135m %s: max relative logit difference %g > %g", cfgs[i].name, r,
+                      tolerance(&cfgs[i]));
         if (cfgs[i].kb >= 8) ck_assert_msg(same, "smollm2-135m %s: greedy continuations differ", cfgs[i].name);
     }
 }
@@ -231,8 +242,9 @@ START_TEST(test_parity_default_model) {
     const Cfg cfgs[] = { PT("fp16", 16, 16), PT("kv8 pertoken", 8, 8), KIVI("kv4 kivi", 4, 4), KIVI("kv2 kivi", 2, 2) };
     for (int i = 0; i < 4; i++) {
         int same;
-        double r = parity(DEFAULT_MODEL, &cfgs[i], 48, 16, &same);
-        ck_assert_msg(r <= TOL, "default model %s: max relative logit difference %g > %g", cfgs[i].name, r, TOL);
+        double r = parity(DEFAULT_MODEL, &cfgs[i], 48, 64, &same);
+        ck_assert_msg(r <= tolerance(&cfgs[i]), "default model %s: max relative logit difference %g > %g", cfgs[i].name, r,
+                      tolerance(&cfgs[i]));
         if (cfgs[i].kb >= 8) ck_assert_msg(same, "default model %s: greedy continuations differ", cfgs[i].name);
     }
 }
@@ -306,15 +318,20 @@ static int probe_device(char *why, size_t n) {
 START_TEST(test_run_device_cuda) {
     const char *model = random_model("tiny", "f16");
     char cmd[2048], *out = NULL, *err = NULL, *cpu = NULL;
-    snprintf(cmd, sizeof cmd, "%s %s --device cuda -i 'The cat' -n 24 -t 0", run_bin(), model);
+    snprintf(cmd, sizeof cmd, "%s %s --device cuda -i 'The cat' -n 64 -t 0", run_bin(), model);
     int rc = run_capture(cmd, &out, &err);
 #ifdef KVT_CUDA
     if (have_device) {
         ck_assert_msg(rc == 0, "%s: exit %d: %s", cmd, rc, err);
-        snprintf(cmd, sizeof cmd, "%s %s --device cpu -i 'The cat' -n 24 -t 0", run_bin(), model);
+        ck_assert_msg(strstr(err, "tokens 64 tok_per_s"), "no result line: %s", err);
+        snprintf(cmd, sizeof cmd, "%s %s --device cpu -i 'The cat' -n 64 -t 0", run_bin(), model);
         ck_assert_int_eq(run_capture(cmd, &cpu, NULL), 0);
         ck_assert_msg(!strcmp(out, cpu), "greedy text differs:\ncuda: %s\ncpu:  %s", out, cpu);
-        ck_assert_msg(strstr(err, "tokens 24 tok_per_s"), "no result line: %s", err);
+        free(cpu); free(err); cpu = err = NULL;
+        // the debug mode (a sync after every kernel) changes nothing but the timing
+        snprintf(cmd, sizeof cmd, "KVT_CUDA_SYNC=1 %s %s --device cuda -i 'The cat' -n 64 -t 0", run_bin(), model);
+        ck_assert_int_eq(run_capture(cmd, &cpu, &err), 0);
+        ck_assert_msg(!strcmp(out, cpu), "greedy text differs with KVT_CUDA_SYNC=1:\n%s\n%s", out, cpu);
     } else {
         ck_assert_int_eq(rc, 1);
         ck_assert_msg(!strncmp(err, "error: --device cuda: no CUDA device", 36), "stderr: %s", err);
@@ -341,6 +358,27 @@ START_TEST(test_run_device_cuda) {
 }
 END_TEST
 
+#ifdef KVT_CUDA
+// The debug mode names the launch of a faulting kernel (`cuda_check --fault` plants one);
+// without it the fault surfaces at a later call, and the line says how to find the kernel.
+START_TEST(test_debug_sync_names_faulting_launch) {
+    char cmd[1024], *out = NULL, *err = NULL, where[300] = "";
+    snprintf(cmd, sizeof cmd, "KVT_CUDA_SYNC=1 %s --fault", cuda_check_bin());
+    ck_assert_int_eq(run_capture(cmd, &out, &err), 1);
+    const char *p = strstr(out, "planted fault at ");
+    ck_assert_msg(p && sscanf(p, "planted fault at %299s", where) == 1, "stdout: %s", out);
+    ck_assert_msg(!strncmp(err, "error: CUDA: ", 13) && strstr(err, "in the kernel launched at ") && strstr(err, where),
+                  "KVT_CUDA_SYNC=1: the error does not name %s: %s", where, err);
+    ck_assert_msg(strchr(err, '\n') == err + strlen(err) - 1, "more than one line: %s", err);
+    free(out); free(err); out = err = NULL;
+    snprintf(cmd, sizeof cmd, "KVT_CUDA_SYNC=0 %s --fault", cuda_check_bin());
+    ck_assert_int_eq(run_capture(cmd, &out, &err), 1);
+    ck_assert_msg(!strncmp(err, "error: CUDA: ", 13) && strstr(err, "KVT_CUDA_SYNC=1 names its launch"), "stderr: %s", err);
+    free(out); free(err);
+}
+END_TEST
+#endif
+
 START_TEST(test_skipped) {
     printf("skipped: %s\n", skip_reason);
     ck_assert(skip_reason[0] != 0);
@@ -362,6 +400,7 @@ static Suite *cuda_suite(void) {
         tcase_add_test(tc, test_parity_smollm2_shape);
         tcase_add_test(tc, test_parity_default_model);
         tcase_add_test(tc, test_cache_interchangeable);
+        tcase_add_test(tc, test_debug_sync_names_faulting_launch);
         suite_add_tcase(s, tc);
         return s;
     }

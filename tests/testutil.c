@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char bin_path[2][512];
+static char bin_path[3][512];
 
 static const char *bin(int which, const char *name) {
     if (!bin_path[which][0]) {
@@ -19,6 +19,7 @@ static const char *bin(int which, const char *name) {
 }
 const char *run_bin(void) { return bin(0, "run"); }
 const char *export_bin(void) { return bin(1, "export"); }
+const char *cuda_check_bin(void) { return bin(2, "cuda_check"); }
 
 const char *test_tmpdir(void) {
     static char dir[200];

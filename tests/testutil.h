@@ -11,6 +11,7 @@
 // (KVT_BIN_DIR defaults to "build"; the sanitizer build sets "build-asan").
 const char *run_bin(void);
 const char *export_bin(void);
+const char *cuda_check_bin(void);   // the CUDA kernel harness, $KVT_BIN_DIR/cuda_check
 
 // Run a shell command; capture stdout and stderr (xmalloc'd, NUL-terminated; either
 // pointer may be NULL to discard). Returns the exit status (128+signal if killed).

@@ -45,8 +45,9 @@ static double max_rel(const float *a, const float *b, size_t n) {
 static void report(const char *kernel, const char *config, double err, double tol, double us, double bytes) {
     int ok = err <= tol;
     if (!ok) failures++;
-    printf("%-10s %-34s err %-9.2e tol %-8.0e %-4s %9.1f us %8.1f GB/s\n", kernel, config, err, tol,
-           ok ? "ok" : "FAIL", us, bytes / (us * 1e3));
+    printf("%-10s %-34s err %-9.2e tol %-8.0e %-4s", kernel, config, err, tol, ok ? "ok" : "FAIL");
+    if (us > 0) printf(" %9.1f us %8.1f GB/s", us, bytes / (us * 1e3));      // 0: checked, not timed
+    printf("\n");
 }
 
 // Mean time of `iters` launches of f (after one warm-up), in microseconds.
@@ -144,7 +145,8 @@ static void check_rmsnorm(DType ot) {
     cudaFree(dx); cudaFree(dw); cudaFree(dout); free(x); free(w); free(ref); free(got); free(h);
 }
 
-static void check_rope(void) {
+// rotate_half: then each head in rotate-half channel order, as kv_transform_qkv leaves it.
+static void check_rope(int rotate_half) {
     Config c;
     memset(&c, 0, sizeof c);
     c.head_dim = 128; c.rope_theta = 500000.0f; c.rope_scaling = ROPE_SCALING_LLAMA3; c.rope_factor = 8.0f;
@@ -157,12 +159,18 @@ static void check_rope(void) {
     fill(x, N, 1.0f);
     memcpy(ref, x, N * 4);
     for (int t = 0; t < n; t++) rope(ref + (size_t)t * heads * hd, heads, hd, (int)(pos0 + t), freqs);
+    for (size_t h = 0; rotate_half && h < (size_t)n * heads; h++) {
+        float tmp[128], *p = ref + h * hd;
+        for (int i = 0; i < hd / 2; i++) { tmp[i] = p[2 * i]; tmp[hd / 2 + i] = p[2 * i + 1]; }
+        memcpy(p, tmp, sizeof tmp);
+    }
     float *dx = (float *)to_dev(x, N * 4), *df = (float *)to_dev(freqs, sizeof freqs);
-    cuda_rope(dx, heads, NULL, 0, n, hd, pos0, df, 0);
+    cuda_rope(dx, heads, NULL, 0, n, hd, pos0, df, rotate_half, 0);
     from_dev(got, dx, N * 4);
     // sincosf on the GPU is within 2 ulp of the CPU's cosf/sinf for the same f32 angle
-    report("rope", "64 tok x 32 heads x 128, llama3.1", max_rel(got, ref, N), 1e-5, time_us([&] {
-        cuda_rope(dx, heads, NULL, 0, n, hd, pos0, df, 0); }), 2.0 * N * 4);
+    report("rope", rotate_half ? "64 tok x 32 heads x 128, rotate-half order" : "64 tok x 32 heads x 128, llama3.1",
+           max_rel(got, ref, N), 1e-5, time_us([&] { cuda_rope(dx, heads, NULL, 0, n, hd, pos0, df, rotate_half, 0); }),
+           2.0 * N * 4);
     cudaFree(dx); cudaFree(df); free(x); free(ref); free(got);
 }
 
@@ -215,8 +223,7 @@ static void check_softmax(void) {
 
 // The projections: cublasGemmEx over the planes of a split input, as forward_cuda.cu calls
 // it, then the planes summed; against the CPU matmul on the f32 input.
-static void check_gemm(DType t, int n) {
-    const int k = 4096, d = 4096;
+static void check_gemm(DType t, int n, int k, int d) {
     float *w = (float *)xmalloc((size_t)d * k * 4), *x = (float *)xmalloc((size_t)n * k * 4);
     float *ref = (float *)xmalloc((size_t)n * d * 4), *got = (float *)xmalloc((size_t)n * d * 4);
     fill(w, (size_t)d * k, 0.02f); fill(x, (size_t)n * k, 1.0f);
@@ -239,6 +246,48 @@ static void check_gemm(DType t, int n) {
     report("gemm", cfg, max_rel(got, ref, (size_t)n * d), 2e-5, us,
            (double)d * k * dtype_size(t) + (double)ns * n * (k * dtype_size(t) + d * 4));
     cublas()->destroy(h); cudaFree(dw); cudaFree(dx); cudaFree(dout); cudaFree(dparts); free(w); free(x); free(ref); free(got); free(wt); free(xt);
+}
+
+// The decode projection (gemv.cu) against the CPU's matmul, on n tokens of f32 x, for two
+// matrices stacked in one launch (as wq, wk, wv are), and accumulating (as wo, w_down do). Timed
+// on a matrix larger than the L2 cache (Llama-3-8B's w_gate_up, 235 MB in bf16), where the
+// kernel must stream the weights from memory.
+static void check_gemv(DType t, int n, int k, int d, int accumulate) {
+    const int d1 = d / 4, d0 = d - d1;                // two stacked matrices: d0 rows, then d1
+    float *w = (float *)xmalloc((size_t)d * k * 4), *x = (float *)xmalloc((size_t)n * k * 4);
+    float *ref = (float *)xmalloc((size_t)n * d * 4), *got = (float *)xmalloc((size_t)n * d * 4);
+    float *init = (float *)xmalloc((size_t)n * d * 4);
+    fill(w, (size_t)d * k, 0.02f); fill(x, (size_t)n * k, 1.0f); fill(init, (size_t)n * d, 1.0f);
+    void *wt = to_dtype(w, (size_t)d * k, t);
+    float *ref0 = (float *)xmalloc((size_t)n * d0 * 4), *ref1 = (float *)xmalloc((size_t)n * d1 * 4);
+    matmul(ref0, x, wt, t, n, k, d0);
+    matmul(ref1, x, (char *)wt + (size_t)d0 * k * dtype_size(t), t, n, k, d1);
+    for (int i = 0; i < n; i++)                     // outputs as [matrix][token][row]
+        for (int r = 0; r < d; r++) {
+            float v = r < d0 ? ref0[(size_t)i * d0 + r] : ref1[(size_t)i * d1 + r - d0];
+            size_t o = r < d0 ? (size_t)i * d0 + r : (size_t)n * d0 + (size_t)i * d1 + r - d0;
+            ref[o] = v + (accumulate ? init[o] : 0.0f);
+        }
+    char *dw = (char *)to_dev(wt, (size_t)d * k * dtype_size(t));
+    float *dx = (float *)to_dev(x, (size_t)n * k * 4), *dout = (float *)to_dev(init, (size_t)n * d * 4);
+    GemvRows m = { 2, { dw, dw + (size_t)d0 * k * dtype_size(t) }, { dout, dout + (size_t)n * d0 }, { d0, d1 }, { 0, d0, d } };
+    cuda_gemv(&m, dx, n, k, t, accumulate, 0);
+    from_dev(got, dout, (size_t)n * d * 4);
+    double err = max_rel(got, ref, (size_t)n * d);
+    const GemvVariant vs[] = { { 2, 1, 0 }, { 4, 1, 0 }, { 2, 2, 0 }, { 4, 2, 0 }, { 2, 1, 1 }, { 4, 1, 1 }, { 2, 2, 1 }, { 4, 2, 1 } };
+    for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) {     // each variant checked, then timed
+        CUDA_CHECK(cudaMemcpy(dout, init, (size_t)n * d * 4, cudaMemcpyHostToDevice));
+        cuda_gemv_variant(&m, dx, n, k, t, accumulate, vs[i], 0);
+        from_dev(got, dout, (size_t)n * d * 4);
+        double e = fmax(err, max_rel(got, ref, (size_t)n * d));
+        char cfg[80];
+        snprintf(cfg, sizeof cfg, "%s %d tok x %d x %d%s, %d/%d/%s", dtype_name(t), n, k, d, accumulate ? " +=" : "",
+                 vs[i].depth, vs[i].rows_per_warp, vs[i].stream ? "cs" : "ldg");
+        double us = time_us([&] { cuda_gemv_variant(&m, dx, n, k, t, 0, vs[i], 0); });
+        report("gemv", cfg, e, 2e-5, us, (double)d * k * dtype_size(t) + (double)n * (k + d) * 4);
+    }
+    cudaFree(dw); cudaFree(dx); cudaFree(dout);
+    free(w); free(x); free(ref); free(got); free(init); free(wt); free(ref0); free(ref1);
 }
 
 // ---- the quantized cache -------------------------------------------------------------------------
@@ -346,16 +395,43 @@ static void time_cache(const CacheCase *cc, int64_t T) {
     free_cuda_kvcache(gpu); free_kvspec(&spec);
 }
 
-int main(void) {
+// `cuda_check --fault`: the check of the debug mode (cuda_common.h). A kernel writes to an
+// address that no allocation owns, a correct kernel follows, then a copy synchronises. With
+// KVT_CUDA_SYNC=1 the fault must be reported at the first launch's line (printed first, so
+// that tests/test_cuda.c can compare); without it, at the copy. Exits 1 either way.
+__global__ void write_ones_kernel(float *p) { p[threadIdx.x] = 1.0f; }
+
+static int planted_fault(void) {
+    float *bad = (float *)(uintptr_t)0x1000, *good, h;
+    CUDA_CHECK(cudaMalloc(&good, 32 * sizeof(float)));
+    printf("planted fault at %s:%d\n", __FILE__, __LINE__ + 2);
+    fflush(stdout);
+    write_ones_kernel<<<1, 32>>>(bad); CUDA_LAUNCH_CHECK();
+    write_ones_kernel<<<1, 32>>>(good); CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaMemcpy(&h, good, sizeof h, cudaMemcpyDeviceToHost));
+    printf("FAILED: the planted fault was not reported\n");
+    return 1;
+}
+
+int main(int argc, char **argv) {
     char why[256];
     if (!cuda_device_available(why, sizeof why)) { printf("skipped: %s\n", why); return 0; }
+    if (argc == 2 && !strcmp(argv[1], "--fault")) { cuda_init(); return planted_fault(); }
+    if (argc > 1) fatal("cuda_check: unknown argument %s (--fault, or none)", argv[1]);
     printf("cuda-check on %s: error = max |gpu - cpu| / max |cpu|\n", cuda_init());
     check_embed(DTYPE_F16); check_embed(DTYPE_BF16);
     check_rmsnorm(DTYPE_F32); check_rmsnorm(DTYPE_F16); check_rmsnorm(DTYPE_BF16);
-    check_rope();
+    check_rope(0); check_rope(1);
     check_swiglu_residual();
     check_softmax();
-    check_gemm(DTYPE_F32, 1); check_gemm(DTYPE_F16, 1); check_gemm(DTYPE_BF16, 1); check_gemm(DTYPE_BF16, 64);
+    check_gemm(DTYPE_F32, 1, 4096, 4096); check_gemm(DTYPE_F16, 1, 4096, 4096); check_gemm(DTYPE_BF16, 1, 4096, 4096);
+    check_gemm(DTYPE_BF16, 64, 4096, 4096);
+    check_gemm(DTYPE_BF16, 1, 4096, 28672);             // beside the GEMV below, larger than the L2
+    // Llama-3-8B's projections in bf16 (wq|wk|wv, wo, w_gate_up, w_down), then other dtypes and shapes
+    check_gemv(DTYPE_BF16, 1, 4096, 6144, 0); check_gemv(DTYPE_BF16, 1, 4096, 4096, 1);
+    check_gemv(DTYPE_BF16, 1, 4096, 28672, 0); check_gemv(DTYPE_BF16, 1, 14336, 4096, 1);
+    check_gemv(DTYPE_F32, 1, 2048, 4096, 0); check_gemv(DTYPE_F16, 3, 576, 1536, 1); check_gemv(DTYPE_BF16, 4, 4096, 1024, 1);
+    check_gemv(DTYPE_F16, 2, 4096, 28672, 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_cache(&cases[i]);
     for (size_t i = 0; i < 6; i++) time_cache(&cases[i], 32768);
     printf("%s: %d check(s) failed\n", failures ? "FAILED" : "all passed", failures);

@@ -10,20 +10,45 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 extern "C" {
 #include "../../util/util.h"
 #include "../../model/config.h"
 }
 
+// Debug mode: KVT_CUDA_SYNC=1 in the environment makes every kernel launch wait for its
+// kernel to finish. A fault inside a kernel (an illegal address, say) is otherwise reported
+// by whichever later call synchronises first, far from its cause; in this mode it is
+// reported at the launch that caused it. Off by default: it costs a round trip per kernel.
+static inline int cuda_sync_each_launch(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *s = getenv("KVT_CUDA_SYNC");
+        on = s && *s && strcmp(s, "0") != 0;
+    }
+    return on;
+}
+
+// An error that a kernel raised while it ran: the CUDA runtime reports it at a later call.
+static inline int cuda_kernel_fault(cudaError_t e) {
+    return e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure || e == cudaErrorMisalignedAddress ||
+           e == cudaErrorIllegalInstruction || e == cudaErrorInvalidPc || e == cudaErrorHardwareStackError ||
+           e == cudaErrorAssert || e == cudaErrorLaunchTimeout;
+}
+
 // One line on stderr, exit 1 (util's fatal). Out of memory gets its own wording because it is
-// the failure a user can act on (a smaller --ctx, a smaller model).
+// the failure a user can act on (a smaller --ctx, a smaller model); a kernel fault says how to
+// find the kernel.
 #define CUDA_CHECK(call) do {                                                                  \
         cudaError_t e_ = (call);                                                               \
         if (e_ == cudaErrorMemoryAllocation)                                                   \
             fatal("CUDA: too little GPU memory (%s at %s:%d)", #call, __FILE__, __LINE__);     \
         if (e_ != cudaSuccess)                                                                 \
-            fatal("CUDA: %s (%s at %s:%d)", cudaGetErrorString(e_), #call, __FILE__, __LINE__); \
+            fatal("CUDA: %s (%s at %s:%d%s)", cudaGetErrorString(e_), #call, __FILE__, __LINE__, \
+                  cuda_kernel_fault(e_) && !cuda_sync_each_launch()                            \
+                      ? "; raised by an earlier kernel: KVT_CUDA_SYNC=1 names its launch" : ""); \
     } while (0)
 
 // cuBLAS entry points, opened at first use (cublas_loader.cu): call cublas()->gemm_ex(...).
@@ -47,8 +72,16 @@ const CublasApi *cublas(void);
             fatal("cuBLAS: %s (%s at %s:%d)", cublas()->status_string(s_), #call, __FILE__, __LINE__); \
     } while (0)
 
-// After a kernel launch: launch-configuration errors surface here, at the launch site.
-#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+// After every kernel launch: launch-configuration errors surface here, at the launch site,
+// and in debug mode (KVT_CUDA_SYNC=1) the errors the kernel raises while it runs too.
+#define CUDA_LAUNCH_CHECK() do {                                                               \
+        CUDA_CHECK(cudaGetLastError());                                                        \
+        if (cuda_sync_each_launch()) {                                                         \
+            cudaError_t s_ = cudaDeviceSynchronize();                                          \
+            if (s_ != cudaSuccess)                                                             \
+                fatal("CUDA: %s in the kernel launched at %s:%d", cudaGetErrorString(s_), __FILE__, __LINE__); \
+        }                                                                                      \
+    } while (0)
 
 // ---- device helpers -------------------------------------------------------------------
 
@@ -143,9 +176,10 @@ void cuda_embed(float *out, const int *tokens, int n, const void *table, DType w
 // (store_split; planes of n * dim elements).
 void cuda_rmsnorm(void *out, DType ot, const float *x, const float *w, int n, int dim, float eps, cudaStream_t st);
 // rope.cu: rotate adjacent pairs of x1[n][h1*head_dim] and x2[n][h2*head_dim] (Q and K; x2 may
-// be NULL with h2 = 0); row t is at position pos0 + t.
+// be NULL with h2 = 0); row t is at position pos0 + t. With rotate_half, each head vector is
+// then stored in rotate-half channel order (quant/kvrotate.h).
 void cuda_rope(float *x1, int h1, float *x2, int h2, int n, int head_dim, int64_t pos0, const float *freqs,
-               cudaStream_t st);
+               int rotate_half, cudaStream_t st);
 // swiglu.cu: h[t][j] = silu(g) * u with g = gu[t][j], u = gu[t][hidden + j] (gu [n][2*hidden], the
 // fused gate/up output), as GEMM input planes of dtype ht (planes of n * hidden elements).
 void cuda_swiglu(void *h, DType ht, const float *gu, int n, int hidden, cudaStream_t st);
@@ -154,5 +188,28 @@ void cuda_swiglu(void *h, DType ht, const float *gu, int n, int hidden, cudaStre
 void cuda_add_splits(float *x, const float *parts, size_t n, int nsplit, int accumulate, cudaStream_t st);
 // softmax.cu: softmax of each of the rows x[rows][n], in place.
 void cuda_softmax(float *x, int rows, int n, cudaStream_t st);
+
+// gemv.cu: the decode projections. out[s][t * ld[s] + r] = Σ_c W_s[r][c] x[t][c] (+ the old
+// value if accumulate) for t < n <= GEMV_MAX_TOKENS tokens and every row r of up to
+// GEMV_MAX_MATRICES matrices W_s [rows_s][k] of dtype t, stacked by rows into one launch.
+// x [n][k] is f32. cuda_gemv_fits says whether the kernel takes (t, n, k) at all.
+#define GEMV_MAX_TOKENS 4
+#define GEMV_MAX_MATRICES 3
+typedef struct {
+    int n;                                    // matrices
+    const void *w[GEMV_MAX_MATRICES];         // [rows_s][k] each, in the weight dtype
+    float *out[GEMV_MAX_MATRICES];            // [tokens][ld[s]]
+    int64_t ld[GEMV_MAX_MATRICES];            // row stride of out[s] (its matrix's rows)
+    int64_t first[GEMV_MAX_MATRICES + 1];     // first stacked row of each matrix; first[n]: all rows
+} GemvRows;
+int cuda_gemv_fits(DType t, int n, int k);
+void cuda_gemv(const GemvRows *m, const float *x, int n, int k, DType t, int accumulate, cudaStream_t st);
+// The kernel's variants, which the harness times side by side: 16-byte loads per lane per row
+// in flight (2, 4), rows per warp (1, 2), and weights loaded as streamed (evict-first) or not.
+// cuda_gemv runs GEMV_DEFAULT, the fastest measured on the H200 (kernels/cuda/README.md).
+typedef struct { int depth, rows_per_warp, stream; } GemvVariant;
+#define GEMV_DEFAULT (GemvVariant){ 2, 1, 1 }
+void cuda_gemv_variant(const GemvRows *m, const float *x, int n, int k, DType t, int accumulate, GemvVariant v,
+                       cudaStream_t st);
 
 #endif

@@ -80,45 +80,99 @@ static void emu_to_host(const CudaKVCache *c, KVCache *h) {
     }
 }
 
+// attn_chunk_kernel for one block (chunk ch of KV head kh of a query over T cached tokens), on
+// the host: the same per-thread functions (stage_tile, kivi_fold, tile_scores, tile_values) run
+// for every thread in turn between the kernel's barriers; the warp sums are plain sums here.
+// m, l: [gq] the chunk's max and sum; o: [gq][hd] its unnormalised output.
+template <int MG>
+static void emu_chunk(const CudaKVCache *c, int layer, const float *qh, int gq, int64_t T, int kh, int ch, float *m,
+                      float *l, float *o) {
+    const KVSpec *sp = &c->spec;
+    int hd = sp->head_dim, n_kv = sp->n_kv_heads, chunk = chunk_tokens(T);
+    const DevStream *ds = c->streams + (int64_t)layer * n_kv * 2;
+    ChunkShape cs = chunk_shape(gq, hd, chunk, ds, 2 * n_kv);
+    ChunkCtx x;
+    x.ks = &ds[kh * 2]; x.vs = &ds[kh * 2 + 1];
+    x.S = sp->sink; x.R = sp->residual;
+    x.nq_k = stream_n_quant(x.ks, c->len[layer], x.S, x.R); x.nq_v = stream_n_quant(x.vs, c->len[layer], x.S, x.R);
+    x.tb = (int64_t)ch * chunk;
+    x.n = (int)((x.tb + chunk < T ? x.tb + chunk : T) - x.tb);
+    x.hd = hd; x.gq = gq; x.nt = cs.nt; x.parts = cs.nt / ATT_TILE; x.stride = chunk;
+    x.pitch = cs.pitch; x.kivi_block = cs.kivi_block; x.buf_bytes = cs.buf_bytes;
+    float scale = 1.0f / sqrtf((float)hd);
+    // "shared memory", laid out as the kernel's
+    float4 *sh4 = (float4 *)xcalloc(cs.shared / 16 + 1, 16);
+    float *qs = (float *)sh4, *qsum = qs + gq * hd, *qf = qsum + gq * hd, *kc = qf + (cs.kivi_block ? ATT_KIVI_NB * gq * hd : 0);
+    float *sc = kc + (ATT_KIVI_NB * gq + 3) / 4 * 4;
+    char *bufs = (char *)(qs + chunk_floats(gq, hd, chunk, cs.kivi_block));
+    memcpy(qs, qh, sizeof(float) * gq * hd);
+    int ng = x.ks->bits != 16 && !x.ks->per_channel && x.ks->group % 8 ? x.ks->groups_per_token : 0;
+    for (int i = 0; i < gq * ng; i++) {
+        int h = i / ng, g = i % ng, G = x.ks->group;
+        qsum[i] = 0.0f;
+        for (int k = 0; k < G; k++) qsum[i] += qs[h * hd + g * G + k];
+    }
+    const int VC = value_channels(MG);
+    float *vacc = (float *)xcalloc((size_t)cs.nt * MG * VC, sizeof(float));
+    int ntile = (x.n + ATT_TILE - 1) / ATT_TILE;
+    for (int st = 0; st < 2 * ntile; st++) {
+        char *cur = bufs + (size_t)(st & 1) * cs.buf_bytes;
+        for (int tid = 0; tid < cs.nt; tid++)
+            stage_tile(&x, st < ntile ? x.ks : x.vs, st < ntile ? x.nq_k : x.nq_v, st % ntile, cur, tid);
+        if (st < ntile) {
+            int64_t b0;
+            int nb = kivi_blocks(x.ks, x.tb + (int64_t)st * ATT_TILE, tile_tokens(&x, st), x.S, x.nq_k, &b0);
+            for (int tid = 0; tid < cs.nt; tid++) kivi_fold(&x, cur, nb, qs, qf, tid);
+            for (int e = 0; e < nb * gq; e++) kc[e] = kivi_const(&x, cur, e / gq, e % gq, qs, 0, 1);
+            for (int i = 0; i < tile_tokens(&x, st); i++) {
+                float sum[MG] = { 0 };
+                for (int p = 0; p < x.parts; p++) {
+                    float acc[MG];
+                    tile_scores<MG>(&x, st, cur, qs, qsum, qf, kc, i * x.parts + p, acc);
+                    for (int h = 0; h < gq; h++) sum[h] += acc[h];
+                }
+                for (int h = 0; h < gq; h++) sc[h * chunk + st * ATT_TILE + i] = sum[h] * scale;
+            }
+            if (st == ntile - 1)
+                for (int h = 0; h < gq; h++) {
+                    float mx = -INFINITY, sum = 0.0f;
+                    for (int i = 0; i < x.n; i++) mx = fmaxf(mx, sc[h * chunk + i]);
+                    for (int i = 0; i < x.n; i++) { sc[h * chunk + i] = expf(sc[h * chunk + i] - mx); sum += sc[h * chunk + i]; }
+                    m[h] = mx; l[h] = sum;
+                }
+        } else
+            for (int tid = 0; tid < cs.nt; tid++) tile_values<MG>(&x, st - ntile, cur, sc, tid, vacc + (size_t)tid * MG * VC);
+    }
+    int U = hd / VC, n_sub = cs.nt / U;
+    for (int h = 0; h < gq; h++)
+        for (int cc = 0; cc < hd; cc++) {
+            float a = 0.0f;
+            for (int sub = 0; sub < n_sub; sub++) a += vacc[(size_t)(sub * U + cc / VC) * MG * VC + h * VC + cc % VC];
+            o[h * hd + cc] = a;
+        }
+    free(vacc); free(sh4);
+}
+
 // attn_chunk_kernel + attn_combine_kernel for one query (x->n == 1) over T cached tokens and
-// its own key and value, on the host.
+// its own key and value, on the host: the chunks by emu_chunk, the combine as the kernel's.
 static void emu_attention(const CudaKVCache *c, int layer, const AttnQueries *x, int64_t T, float *out) {
     const KVSpec *sp = &c->spec;
     const float *q = x->q;
     int n_heads = x->n_heads, hd = sp->head_dim, n_kv = sp->n_kv_heads, gq = n_heads / n_kv, chunk = chunk_tokens(T);
-    int64_t S = sp->sink, R = sp->residual, L = c->len[layer];
     float scale = 1.0f / sqrtf((float)hd);
     int nch = (int)((T + chunk - 1) / chunk);
-    float *m = (float *)xmalloc(sizeof(float) * nch * gq), *l = (float *)xmalloc(sizeof(float) * nch * gq);
-    float *o = (float *)xcalloc((size_t)nch * gq * hd, sizeof(float)), *sc = (float *)xmalloc(sizeof(float) * gq * chunk);
-    float *qsum = (float *)xcalloc((size_t)gq * hd, sizeof(float));
+    float *m = (float *)xmalloc(sizeof(float) * (nch + 1) * gq), *l = (float *)xmalloc(sizeof(float) * (nch + 1) * gq);
+    float *o = (float *)xcalloc((size_t)(nch + 1) * gq * hd, sizeof(float));
     for (int kh = 0; kh < n_kv; kh++) {
-        const DevStream *ks = &c->streams[((int64_t)layer * n_kv + kh) * 2], *vs = ks + 1;
         const float *qs = q + (int64_t)kh * gq * hd;
-        int ng = ks->bits != 16 && !ks->per_channel ? ks->groups_per_token : 0;
-        for (int i = 0; i < gq * ng; i++) {
-            int h = i / ng, g = i % ng;
-            qsum[i] = 0;
-            for (int x = 0; x < ks->group; x++) qsum[i] += qs[h * hd + g * ks->group + x];
-        }
-        int64_t nq_k = stream_n_quant(ks, L, S, R), nq_v = stream_n_quant(vs, L, S, R);
         for (int ch = 0; ch < nch; ch++) {
-            int64_t tb = (int64_t)ch * chunk, te = tb + chunk < T ? tb + chunk : T;
-            for (int64_t t = tb; t < te; t++) {
-                float acc[ATT_MAX_GQ];
-                key_scores<ATT_MAX_GQ>(acc, ks, t, S, R, nq_k, qs, qsum, hd, gq);
-                for (int h = 0; h < gq; h++) sc[h * chunk + (t - tb)] = acc[h] * scale;
-            }
-            for (int h = 0; h < gq; h++) {
-                float mx = -INFINITY, sum = 0;
-                for (int64_t i = 0; i < te - tb; i++) mx = fmaxf(mx, sc[h * chunk + i]);
-                for (int64_t i = 0; i < te - tb; i++) { sc[h * chunk + i] = expf(sc[h * chunk + i] - mx); sum += sc[h * chunk + i]; }
-                m[ch * gq + h] = mx; l[ch * gq + h] = sum;
-                for (int cc = 0; cc < hd; cc++) {
-                    float a = 0;
-                    for (int64_t i = 0; i < te - tb; i++) a += sc[h * chunk + i] * value_at(vs, tb + i, cc, hd, S, R, nq_v);
-                    o[((size_t)ch * gq + h) * hd + cc] = a;
-                }
+            float *mc = m + ch * gq, *lc = l + ch * gq, *oc = o + (size_t)ch * gq * hd;
+            switch (pick_mg(gq)) {
+            case 1: emu_chunk<1>(c, layer, qs, gq, T, kh, ch, mc, lc, oc); break;
+            case 2: emu_chunk<2>(c, layer, qs, gq, T, kh, ch, mc, lc, oc); break;
+            case 4: emu_chunk<4>(c, layer, qs, gq, T, kh, ch, mc, lc, oc); break;
+            case 8: emu_chunk<8>(c, layer, qs, gq, T, kh, ch, mc, lc, oc); break;
+            default: emu_chunk<16>(c, layer, qs, gq, T, kh, ch, mc, lc, oc); break;
             }
         }
         for (int h = 0; h < gq; h++) {
@@ -134,7 +188,7 @@ static void emu_attention(const CudaKVCache *c, int layer, const AttnQueries *x,
             }
         }
     }
-    free(m); free(l); free(o); free(sc); free(qsum);
+    free(m); free(l); free(o);
 }
 
 typedef struct { const char *name; int kb, vb, group, residual, axis, sym, sink, hd, heads, n_heads; } Case;

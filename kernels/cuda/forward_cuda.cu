@@ -22,6 +22,7 @@
 #include "kvcache_cuda.h"
 extern "C" {
 #include "../../kernels/kernels.h"
+#include "../../quant/kvrotate.h"
 #include "cuda.h"
 }
 #include <stdio.h>
@@ -286,10 +287,27 @@ uint64_t cuda_model_weight_bytes(const CudaModel *cm) { return cm->weight_bytes;
 
 // ---- forward -----------------------------------------------------------------------------------
 
-// out[n][d] (f32) = x[n][k] · W[d][k]^T (+ out if accumulate), fp32 accumulation. x is the
-// cm->nsplit planes [nsplit][n][k] in wdtype that the producing kernel wrote: one GEMM with
-// nsplit * n columns, then the planes' outputs summed (into out, or added to it).
+// Two ways to run a projection. A decode step (a few tokens) streams each weight once with
+// the GEMV kernel (gemv.cu) on f32 activations; a prefill batch is a real matrix product and
+// goes to cuBLAS, which needs the activations as planes in the weights' dtype (cuda_common.h).
+// The kernels that produce GEMM inputs (rmsnorm, swiglu, attention) write act_type's form.
+static int use_gemv(const CudaModel *cm, int n) {
+    const Config *c = &cm->c;
+    return cuda_gemv_fits(c->wdtype, n, c->dim) && cuda_gemv_fits(c->wdtype, n, c->n_heads * c->head_dim) &&
+           cuda_gemv_fits(c->wdtype, n, c->hidden_dim);
+}
+static DType act_type(const CudaModel *cm, int n) { return use_gemv(cm, n) ? DTYPE_F32 : cm->c.wdtype; }
+
+// out[n][d] (f32) = x[n][k] · W[d][k]^T (+ out if accumulate), fp32 accumulation. x is in
+// act_type(cm, n): f32 for the GEMV, else the cm->nsplit planes [nsplit][n][k] in wdtype that
+// the producing kernel wrote: one GEMM with nsplit * n columns, then the planes' outputs
+// summed (into out, or added to it).
 static void gemm(CudaModel *cm, float *out, const void *x, const void *w, int n, int k, int d, int accumulate) {
+    if (use_gemv(cm, n)) {
+        GemvRows m = { 1, { w }, { out }, { d }, { 0, d } };
+        cuda_gemv(&m, (const float *)x, n, k, cm->c.wdtype, accumulate, cm->st);
+        return;
+    }
     const float alpha = 1.0f, beta = cm->nsplit == 1 && accumulate ? 1.0f : 0.0f;
     cudaDataType t = cuda_type(cm->c.wdtype);
     float *dst = cm->nsplit == 1 ? out : cm->gout;
@@ -314,20 +332,28 @@ static void attention_block(CudaModel *cm, CudaKVCache *cache, int l, int n, int
     const Config *c = &cm->c;
     const DevLayer *w = &cm->layers[l];
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-    size_t asz = (size_t)dtype_size(c->wdtype), plane = (size_t)n * qd;   // attention output planes
-    cuda_rmsnorm(cm->act, c->wdtype, cm->x, w->attn_norm, n, c->dim, c->norm_eps, cm->st);
-    gemm(cm, cm->q, cm->act, w->wq, n, c->dim, qd, 0);
-    gemm(cm, cm->k, cm->act, w->wk, n, c->dim, kvd, 0);
-    gemm(cm, cm->v, cm->act, w->wv, n, c->dim, kvd, 0);
-    cuda_rope(cm->q, c->n_heads, cm->k, c->n_kv_heads, n, c->head_dim, pos, cm->rope_freqs, cm->st);
+    DType at = act_type(cm, n);
+    size_t asz = (size_t)dtype_size(at), plane = (size_t)n * qd;   // attention output planes
+    cuda_rmsnorm(cm->act, at, cm->x, w->attn_norm, n, c->dim, c->norm_eps, cm->st);
+    if (use_gemv(cm, n)) {                      // q, k, v read the same x: one launch
+        GemvRows m = { 3, { w->wq, w->wk, w->wv }, { cm->q, cm->k, cm->v }, { qd, kvd, kvd },
+                       { 0, qd, qd + kvd, qd + 2 * kvd } };
+        cuda_gemv(&m, (const float *)cm->act, n, c->dim, c->wdtype, 0, cm->st);
+    } else {
+        gemm(cm, cm->q, cm->act, w->wq, n, c->dim, qd, 0);
+        gemm(cm, cm->k, cm->act, w->wk, n, c->dim, kvd, 0);
+        gemm(cm, cm->v, cm->act, w->wv, n, c->dim, kvd, 0);
+    }
+    cuda_rope(cm->q, c->n_heads, cm->k, c->n_kv_heads, n, c->head_dim, pos, cm->rope_freqs,
+              kv_keys_rotate_half(&cache->spec), cm->st);    // the cache's channel order (quant/kvrotate.h)
     if (batch_safe(cache)) {                    // the batch appended, each query sees the tokens before it
         cuda_kvcache_append(cache, l, cm->k, cm->v, n, cm->st);
         AttnQueries x = { cm->q, cm->k, cm->v, n, c->n_heads };
-        cuda_attention(cache, l, &x, pos, cm->act, c->wdtype, plane, &cm->att, cm->st);
+        cuda_attention(cache, l, &x, pos, cm->act, at, plane, &cm->att, cm->st);
     } else {
         for (int t = 0; t < n; t++) {           // in position order: attend, then append (docs/DESIGN.md §3.3)
             AttnQueries x = { cm->q + (size_t)t * qd, cm->k + (size_t)t * kvd, cm->v + (size_t)t * kvd, 1, c->n_heads };
-            cuda_attention(cache, l, &x, pos + t, (char *)cm->act + (size_t)t * qd * asz, c->wdtype, plane, &cm->att, cm->st);
+            cuda_attention(cache, l, &x, pos + t, (char *)cm->act + (size_t)t * qd * asz, at, plane, &cm->att, cm->st);
             cuda_kvcache_append(cache, l, cm->k + (size_t)t * kvd, cm->v + (size_t)t * kvd, 1, cm->st);
         }
     }
@@ -337,9 +363,10 @@ static void attention_block(CudaModel *cm, CudaKVCache *cache, int l, int n, int
 static void ffn_block(CudaModel *cm, int l, int n) {
     const Config *c = &cm->c;
     const DevLayer *w = &cm->layers[l];
-    cuda_rmsnorm(cm->act, c->wdtype, cm->x, w->ffn_norm, n, c->dim, c->norm_eps, cm->st);
+    DType at = act_type(cm, n);
+    cuda_rmsnorm(cm->act, at, cm->x, w->ffn_norm, n, c->dim, c->norm_eps, cm->st);
     gemm(cm, cm->hgu, cm->act, w->w_gate_up, n, c->dim, 2 * c->hidden_dim, 0);   // [gate | up] per token
-    cuda_swiglu(cm->act, c->wdtype, cm->hgu, n, c->hidden_dim, cm->st);
+    cuda_swiglu(cm->act, at, cm->hgu, n, c->hidden_dim, cm->st);
     gemm(cm, cm->x, cm->act, w->w_down, n, c->hidden_dim, c->dim, 1);   // x += FFN branch
 }
 
@@ -362,7 +389,8 @@ float *cuda_forward(CudaModel *cm, CudaKVCache *cache, const int *tokens, int n,
         ffn_block(cm, l, n);
     }
     int first = all_logits ? 0 : n - 1, rows = n - first;
-    cuda_rmsnorm(cm->act, c->wdtype, cm->x + (size_t)first * c->dim, cm->final_norm, rows, c->dim, c->norm_eps, cm->st);
+    cuda_rmsnorm(cm->act, act_type(cm, rows), cm->x + (size_t)first * c->dim, cm->final_norm, rows, c->dim, c->norm_eps,
+                 cm->st);
     gemm(cm, cm->logits, cm->act, cm->classifier, rows, c->dim, c->vocab_size, 0);
     CUDA_CHECK(cudaMemcpyAsync(cm->h_logits, cm->logits, (size_t)rows * c->vocab_size * sizeof(float),
                                cudaMemcpyDeviceToHost, cm->st));

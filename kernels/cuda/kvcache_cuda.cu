@@ -19,7 +19,6 @@
 extern "C" {
 #include "../../quant/kvstore.h"
 #include "../../quant/quantize.h"
-#include "../../quant/kvrotate.h"
 #include "cuda.h"
 }
 #include <string.h>
@@ -61,16 +60,26 @@ __host__ __device__ __forceinline__ float to_fp16_value(float x) {
 }
 
 // quantize_group (quant/quantize.c) for n values given by load(i); writes packed codes and
-// the (scale, offset) pair. Returns 0, or -1 if the group cannot be represented.
+// the (scale, offset) pair. Returns 0; -1 if the group cannot be represented; -2 if a value
+// is one the cache refuses (load gives NaN: not finite or beyond fp16), so that the error
+// names the value, as the CPU's kvcache_append does, rather than the group.
+// A decode step quantizes a single token, so this runs as a handful of threads and its time
+// is the latency of its loads: the loops are unrolled, and the refused-value test is a flag
+// checked after the loop, so that the loads of eight elements are in flight at once.
 template <class Load>
 __host__ __device__ static int quantize_group_dev(Load load, int n, int bits, int symmetric, uint8_t *codes, uint16_t *sm) {
-    double lo = load(0), hi = lo;
+    double lo = INFINITY, hi = -INFINITY;
+    int refused = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll 8
+#endif
     for (int i = 0; i < n; i++) {
         double x = load(i);
-        if (isnan(x)) return -1;
+        refused |= isnan(x);
         lo = fmin(lo, x);
         hi = fmax(hi, x);
     }
+    if (refused) return -2;
     const double q_min = -(double)(1 << (bits - 1)), q_max = (double)((1 << (bits - 1)) - 1);
     double s, z;
     if (symmetric) {
@@ -84,6 +93,9 @@ __host__ __device__ static int quantize_group_dev(Load load, int n, int bits, in
     if (s > 65504.0 || fabs(m) > 65504.0) return -1;
     int per_byte = 8 / bits;
     unsigned byte = 0;
+#ifdef __CUDA_ARCH__
+#pragma unroll 8
+#endif
     for (int i = 0; i < n; i++) {
         double q = rint(DSUB(DDIV((double)load(i), s), z));
         q = q < q_min ? q_min : q > q_max ? q_max : q;
@@ -120,12 +132,17 @@ __host__ __device__ static void quantize_tokens_item(int64_t idx, const DevStrea
     int rem = (int)(idx % per_token), g = rem % groups_per_token, sv = rem / groups_per_token;  // sv = head*2 + is_value
     const DevStream *s = &streams[sv];
     if (s->bits == 16 || s->per_channel) return;
-    TokenSource src = { s, (sv & 1) ? v : k, t0, S, R, n_kv * hd, hd, sv >> 1 };
+    // Every value of the group is token t's: find its row once (the input, or its fp16 row in
+    // the window) rather than per element.
+    int G = s->group, c0 = g * G;
     int64_t gi = (t - S) * s->groups_per_token + g;
-    int G = s->group;
-    auto load = [&](int i) { return src(t, g * G + i); };
-    if (quantize_group_dev(load, G, s->bits, symmetric, s->codes + gi * s->group_bytes, s->sm + 2 * gi))
-        set_error(err, 2, layer, sv, t);
+    const float *in_row = t >= t0 ? ((sv & 1) ? v : k) + (t - t0) * n_kv * hd + (int64_t)(sv >> 1) * hd + c0 : NULL;
+    const uint16_t *fp16_row_p = t >= t0 ? NULL : s->fp16 + fp16_row(s, t, S, R) * hd + c0;
+    auto load = [&](int i) {
+        return in_row ? to_fp16_value(in_row[i]) : __half2float(__ushort_as_half(fp16_row_p[i]));
+    };
+    int r = quantize_group_dev(load, G, s->bits, symmetric, s->codes + gi * s->group_bytes, s->sm + 2 * gi);
+    if (r) set_error(err, r == -2 ? 1 : 2, layer, sv, t);
 }
 
 __global__ static void quantize_tokens_kernel(const DevStream *streams, const float *k, const float *v, int64_t q0,
@@ -148,8 +165,8 @@ __host__ __device__ static void quantize_blocks_item(int64_t idx, const DevStrea
     int G = s->group;
     int64_t gi = b * hd + c, tb = S + b * G;
     auto load = [&](int i) { return src(tb + i, c); };
-    if (quantize_group_dev(load, G, s->bits, symmetric, s->codes + gi * s->group_bytes, s->sm + 2 * gi))
-        set_error(err, 2, layer, head * 2, tb);
+    int r = quantize_group_dev(load, G, s->bits, symmetric, s->codes + gi * s->group_bytes, s->sm + 2 * gi);
+    if (r) set_error(err, r == -2 ? 1 : 2, layer, head * 2, tb);
 }
 
 __global__ static void quantize_blocks_kernel(const DevStream *streams, const float *k, int64_t b0, int64_t nblk,
@@ -275,9 +292,6 @@ CudaKVCache *build_cuda_kvcache(const KVSpec *spec, int64_t max_tokens) {
         if (spec->rotate[l])
             fatal("--device cuda: the rotated cache (--kv-rotate, rotate: true in a config) is not supported on the CUDA path; "
                   "run it with --device cpu");
-    if (kv_keys_rotate_half(spec))
-        fatal("--device cuda: per-token key groups smaller than head_dim (grouped in the seed's channel order) are not "
-              "supported on the CUDA path; run them with --device cpu");
     cuda_init();
     CudaKVCache *c = (CudaKVCache *)xcalloc(1, sizeof *c);
     c->spec = *spec;

@@ -24,9 +24,35 @@ __global__ static void rope_kernel(float *x1, int h1, float *x2, int h2, int n, 
     p[1] = a * s + b * c;
 }
 
+// The same rotation, then each head vector stored in rotate-half order [x_0, x_2, ... | x_1,
+// x_3, ...]: the channel order of per-token key groups smaller than head_dim
+// (quant/kvrotate.h, docs/DESIGN.md §3.10), which the CPU applies to q and k after RoPE.
+// One block per head vector, a thread per pair: all pairs are read before any is written.
+__global__ static void rope_rotate_half_kernel(float *x1, int h1, float *x2, int h2, int head_dim, int64_t pos0,
+                                               const float *freqs) {
+    int half = head_dim / 2, heads = h1 + h2, i = threadIdx.x;
+    int t = blockIdx.x / heads, h = blockIdx.x % heads;
+    float *p = h < h1 ? x1 + ((size_t)t * h1 + h) * head_dim : x2 + ((size_t)t * h2 + (h - h1)) * head_dim;
+    float a = 0.0f, b = 0.0f, s, c;
+    if (i < half) {
+        sincosf((float)(pos0 + t) * freqs[i], &s, &c);
+        float x = p[2 * i], y = p[2 * i + 1];
+        a = x * c - y * s;
+        b = x * s + y * c;
+    }
+    __syncthreads();
+    if (i < half) { p[i] = a; p[half + i] = b; }
+}
+
 void cuda_rope(float *x1, int h1, float *x2, int h2, int n, int head_dim, int64_t pos0, const float *freqs,
-               cudaStream_t st) {
-    size_t total = (size_t)n * (h1 + h2) * (head_dim / 2);
-    rope_kernel<<<cdiv(total, 256), 256, 0, st>>>(x1, h1, x2, h2, n, head_dim, pos0, freqs);
+               int rotate_half, cudaStream_t st) {
+    if (rotate_half) {
+        if (head_dim / 2 > 1024) fatal("cuda_rope: head_dim %d is too large for rotate-half order", head_dim);
+        rope_rotate_half_kernel<<<(unsigned)n * (h1 + h2), 32 * cdiv(head_dim / 2, 32), 0, st>>>(x1, h1, x2, h2, head_dim,
+                                                                                               pos0, freqs);
+    } else {
+        size_t total = (size_t)n * (h1 + h2) * (head_dim / 2);
+        rope_kernel<<<cdiv(total, 256), 256, 0, st>>>(x1, h1, x2, h2, n, head_dim, pos0, freqs);
+    }
     CUDA_LAUNCH_CHECK();
 }
