@@ -12,6 +12,10 @@
 # The log goes to $OUT/gpu_check.log when OUT is set (else bench/out/), the benchmark lines
 # also to cuda_decode.txt beside it. Exit status: non-zero if any step failed.
 #
+# tests/test_cuda needs the check library. On a GPU machine that cannot install it (no
+# network), bring it: `apt-get download check libsubunit-dev libsubunit0` and `dpkg-deb -x` each
+# into one folder, and run with DEPS_DIR=that-folder (the Makefile links its static libraries).
+#
 # The 8B model: random weights of export's llama3-8b shape in bf16, generated on the GPU
 # (build_cuda_model_random), because decode speed depends on the shape and dtype only and
 # writing then uploading 16 GB costs minutes of GPU time. KVT_EXPORT_8B=1 runs
