@@ -208,7 +208,7 @@ void cuda_gemv(const GemvRows *m, const float *x, int n, int k, DType t, int acc
 // in flight (2, 4), rows per warp (1, 2), and weights loaded as streamed (evict-first) or not.
 // cuda_gemv runs GEMV_DEFAULT, the fastest measured on the H200 (kernels/cuda/README.md).
 typedef struct { int depth, rows_per_warp, stream; } GemvVariant;
-#define GEMV_DEFAULT (GemvVariant){ 2, 1, 1 }
+#define GEMV_DEFAULT (GemvVariant{ 2, 1, 1 })
 void cuda_gemv_variant(const GemvRows *m, const float *x, int n, int k, DType t, int accumulate, GemvVariant v,
                        cudaStream_t st);
 

@@ -114,9 +114,20 @@ struct TokenSource {
     const float *in;            // k or v input, [n][kvd]
     int64_t t0, S, R;
     int kvd, hd, head;
+    // Token t's row: exactly one of *in_row (the input) and *fp16_row_p (its window row) is set.
+    __host__ __device__ void row(int64_t t, const float **in_row, const uint16_t **fp16_row_p) const {
+        *in_row = t >= t0 ? in + (t - t0) * kvd + (int64_t)head * hd : NULL;
+        *fp16_row_p = t >= t0 ? NULL : s->fp16 + fp16_row(s, t, S, R) * hd;
+    }
+    // Element c of a row, as the cache sees it (NaN: a value it refuses).
+    __host__ __device__ static float at(const float *in_row, const uint16_t *fp16_row_p, int c) {
+        return in_row ? to_fp16_value(in_row[c]) : __half2float(__ushort_as_half(fp16_row_p[c]));
+    }
     __host__ __device__ float operator()(int64_t t, int c) const {
-        if (t >= t0) return to_fp16_value(in[(t - t0) * kvd + (int64_t)head * hd + c]);
-        return __half2float(__ushort_as_half(s->fp16[fp16_row(s, t, S, R) * hd + c]));
+        const float *in_row;
+        const uint16_t *fp16_row_p;
+        row(t, &in_row, &fp16_row_p);
+        return at(in_row, fp16_row_p, c);
     }
 };
 
@@ -132,15 +143,14 @@ __host__ __device__ static void quantize_tokens_item(int64_t idx, const DevStrea
     int rem = (int)(idx % per_token), g = rem % groups_per_token, sv = rem / groups_per_token;  // sv = head*2 + is_value
     const DevStream *s = &streams[sv];
     if (s->bits == 16 || s->per_channel) return;
-    // Every value of the group is token t's: find its row once (the input, or its fp16 row in
-    // the window) rather than per element.
+    // Every value of the group is token t's: find its row once rather than per element.
+    TokenSource src = { s, (sv & 1) ? v : k, t0, S, R, n_kv * hd, hd, sv >> 1 };
+    const float *in_row;
+    const uint16_t *fp16_row_p;
+    src.row(t, &in_row, &fp16_row_p);
     int G = s->group, c0 = g * G;
     int64_t gi = (t - S) * s->groups_per_token + g;
-    const float *in_row = t >= t0 ? ((sv & 1) ? v : k) + (t - t0) * n_kv * hd + (int64_t)(sv >> 1) * hd + c0 : NULL;
-    const uint16_t *fp16_row_p = t >= t0 ? NULL : s->fp16 + fp16_row(s, t, S, R) * hd + c0;
-    auto load = [&](int i) {
-        return in_row ? to_fp16_value(in_row[i]) : __half2float(__ushort_as_half(fp16_row_p[i]));
-    };
+    auto load = [&](int i) { return TokenSource::at(in_row, fp16_row_p, c0 + i); };
     int r = quantize_group_dev(load, G, s->bits, symmetric, s->codes + gi * s->group_bytes, s->sm + 2 * gi);
     if (r) set_error(err, r == -2 ? 1 : 2, layer, sv, t);
 }
