@@ -4,9 +4,10 @@
 //  1. Nothing is dequantized into memory: scores and weighted values are computed on the
 //     packed codes, with each group's scale and offset applied once per group
 //     (attention_kernels.h has the algebra; the plain C loops are at the end of this file,
-//     their AVX2 versions in kernels/attention_avx2.c).
+//     their AVX2 versions in kernels/attention_avx2.c, compiled again for AVX-512 VNNI by
+//     kernels/attention_vnni.c).
 //  2. The query is rounded to 16-bit integers so that q·u is an integer dot product, which
-//     AVX2 does 16 products per instruction.
+//     AVX2 does 16 products per instruction (vpmaddwd), and VNNI adds them up in the same one.
 //  3. Split-K ("flash decoding"): the cache is cut into chunks of ATTN_CHUNK tokens at fixed
 //     positions; each (KV head, chunk) work item takes its scores, a softmax with its own max
 //     and sum, and an unnormalized weighted sum of values; merge() then rescales the chunks to
@@ -34,34 +35,42 @@
 
 // ---- the variants -------------------------------------------------------------------------
 
-static int have_avx2(void) {
+// 1 if the CPU runs the instructions of `impl`'s loops (checked once per variant).
+static int cpu_runs(AttnImpl impl) {
 #ifdef KVT_ATTN_AVX2
-    static int cached = -1;
-    if (cached < 0) {
+    static int cached[ATTN_FAST_VNNI + 1] = { -1, -1, -1, -1, -1 };
+    if (impl != ATTN_FAST_AVX2 && impl != ATTN_FAST_VNNI) return 1;
+    if (cached[impl] < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        cached[impl] = impl == ATTN_FAST_AVX2 ? avx2
+                                              : avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                                                    __builtin_cpu_supports("avx512vnni");
     }
-    return cached;
+    return cached[impl];
 #else
-    return 0;
+    return impl != ATTN_FAST_AVX2 && impl != ATTN_FAST_VNNI;
 #endif
 }
 
 int attention_available(AttnImpl impl) {
-    return impl == ATTN_FAST_AVX2 ? have_avx2() : impl >= ATTN_FAST && impl <= ATTN_FAST_AVX2;
+    return impl >= ATTN_FAST && impl <= ATTN_FAST_VNNI && cpu_runs(impl);
 }
 
-// The inner loops of a fast variant (NULL: the reference, or a variant this CPU lacks).
+// The inner loops of a fast variant (NULL: the reference, or a variant this CPU lacks). The
+// default, ATTN_FAST, is the best variant the CPU runs.
 static const AttnKernels *kernels_for(AttnImpl impl) {
+    if (impl == ATTN_REFERENCE || !attention_available(impl)) return NULL;
 #ifdef KVT_ATTN_AVX2
-    if ((impl == ATTN_FAST || impl == ATTN_FAST_AVX2) && have_avx2()) return &attn_avx2;
+    if ((impl == ATTN_FAST || impl == ATTN_FAST_VNNI) && cpu_runs(ATTN_FAST_VNNI)) return &attn_vnni;
+    if ((impl == ATTN_FAST || impl == ATTN_FAST_AVX2) && cpu_runs(ATTN_FAST_AVX2)) return &attn_avx2;
 #endif
-    return impl == ATTN_FAST || impl == ATTN_FAST_PORTABLE ? &attn_portable : NULL;
+    return &attn_portable;
 }
 
 const char *attention_name(AttnImpl impl) {
     const AttnKernels *k = kernels_for(impl);
-    return impl == ATTN_REFERENCE ? "reference" : !k ? "unavailable" : k == &attn_portable ? "fast (portable)" : "fast (avx2)";
+    return impl == ATTN_REFERENCE ? "reference" : k ? k->name : "unavailable";
 }
 
 // ---- a block of query positions ----------------------------------------------------------
@@ -487,5 +496,5 @@ static void value_codes_portable(const float *p, int gq, const KVStreamView *v, 
     }
 }
 
-const AttnKernels attn_portable = { "portable", NULL, key_rows_portable, key_codes_portable, softmax_portable,
+const AttnKernels attn_portable = { "fast (portable)", NULL, key_rows_portable, key_codes_portable, softmax_portable,
                                     value_rows_portable, value_codes_portable };

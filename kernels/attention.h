@@ -5,7 +5,7 @@
 // Two implementations of the same function:
 //   reference  kernels/attention_ref.c: one query head, token by token, in plain C. Read it
 //              first; it is the tests' oracle and `./run --attention reference` runs it.
-//   fast       kernels/attention.c (and kernels/attention_avx2.c): scores and weighted values
+//   fast       kernels/attention.c (and attention_avx2.c, attention_vnni.c): scores and weighted values
 //              computed on the packed codes without dequantizing them, the query rounded to
 //              16-bit integers for integer dot products, split over threads in 128-token
 //              chunks. It agrees with the reference within ATTN_TOLERANCE.
@@ -20,6 +20,7 @@ typedef enum {
     ATTN_REFERENCE = 1,     // kernels/attention_ref.c
     ATTN_FAST_PORTABLE = 2, // the fast path's plain C variant
     ATTN_FAST_AVX2 = 3,     // the fast path's AVX2 + FMA + F16C variant (x86-64)
+    ATTN_FAST_VNNI = 4,     // the AVX2 variant with AVX-512 VNNI's int16 dot products (x86-64)
 } AttnImpl;
 
 // How far the fast path may be from the reference, per output element of a head:
@@ -56,9 +57,10 @@ void attention_query(const KVCache *c, int layer, const AttnRows *x, AttnImpl im
 void attention_ref_head(const KVStreamView *k, const KVStreamView *v, const float *own_k, const float *own_v,
                         const float *q, float *out);
 
-// 1 if this machine runs `impl` (ATTN_FAST_AVX2 needs AVX2, FMA and F16C).
+// 1 if this machine runs `impl` (ATTN_FAST_AVX2 needs AVX2, FMA and F16C; ATTN_FAST_VNNI
+// also AVX-512F, VL and VNNI).
 int attention_available(AttnImpl impl);
-// "reference", "fast (avx2)", "fast (portable)": what `impl` runs on this machine.
+// "reference", "fast (avx512vnni)", "fast (avx2)", "fast (portable)": what `impl` runs here.
 const char *attention_name(AttnImpl impl);
 
 #endif

@@ -20,7 +20,19 @@
 #include <math.h>
 #include <string.h>
 
-#define AVX2 __attribute__((target("avx2,fma,f16c")))
+// kernels/attention_vnni.c compiles this file a second time with ATTN_VNNI defined: the same
+// loops, for CPUs with AVX-512 VNNI, where vpdpwssd multiplies int16 pairs and adds them to
+// the accumulator in one instruction (vpmaddwd + vpaddd here). Integer sums are exact, so both
+// variants give the same scores, bit for bit.
+#ifdef ATTN_VNNI
+#define TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+#define ATTN_TABLE attn_vnni
+#define ATTN_TABLE_NAME "fast (avx512vnni)"
+#else
+#define TARGET __attribute__((target("avx2,fma,f16c")))
+#define ATTN_TABLE attn_avx2
+#define ATTN_TABLE_NAME "fast (avx2)"
+#endif
 #define INLINE static inline __attribute__((always_inline))
 // Loops over the (at most 4) heads of a set are unrolled, so that their accumulators stay in registers.
 #define HEADS _Pragma("GCC unroll 4")
@@ -28,6 +40,21 @@
 enum { HD_MAX = 256 };     // (fixed-size buffers below; Llama-3 has 128)
 static int simd_shape(const KVStreamView *s) {
     return s->head_dim % 32 == 0 && s->head_dim <= HD_MAX && s->group % 32 == 0;
+}
+
+// ---- reading ahead -------------------------------------------------------------------------
+
+// In a decode step the matmuls stream the weights through the caches between two layers'
+// attentions, so a layer's cached tokens come from DRAM, and the hardware prefetcher alone
+// leaves the loops waiting on them (the profile shows the stall at each token's first load).
+// So each loop asks for the bytes it will read PREFETCH_AHEAD bytes further on in its stream
+// (a few hundred cycles of work ahead). Near a stream's end that address lies past it: a
+// prefetch never faults, and the address is formed as an integer, since a pointer past the end
+// of its array would be undefined behaviour in C.
+enum { PREFETCH_AHEAD = 2048 };
+TARGET INLINE void prefetch_ahead(const void *p, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)((uintptr_t)p + PREFETCH_AHEAD + (uintptr_t)o), _MM_HINT_T0);
 }
 
 // ---- unpacking codes ----------------------------------------------------------------------
@@ -46,7 +73,7 @@ static const uint8_t lane_perm[9][32] = {
 };
 
 // Lanes 16·half .. 16·half + 15 of the slice whose codes start at byte p.
-AVX2 INLINE __m256i codes16(const uint8_t *p, int bits, int half) {
+TARGET INLINE __m256i codes16(const uint8_t *p, int bits, int half) {
     if (bits == 8) return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + 16 * half)));
     if (bits == 4) {                                                    // 16 bytes, 2 codes each
         __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
@@ -60,7 +87,7 @@ AVX2 INLINE __m256i codes16(const uint8_t *p, int bits, int half) {
 // 16 codes of a token (channels [16σ, 16σ + 16) of a group, starting at byte p) as floats:
 // f0 and f1 hold 8 channels each. 4-bit: f0 the even channels, f1 the odd (add16 restores
 // the order); 8- and 2-bit: channels in order.
-AVX2 INLINE void codes16_ps(const uint8_t *p, int bits, __m256 *f0, __m256 *f1) {
+TARGET INLINE void codes16_ps(const uint8_t *p, int bits, __m256 *f0, __m256 *f1) {
     if (bits == 8) {
         *f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
         *f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8))));
@@ -77,25 +104,34 @@ AVX2 INLINE void codes16_ps(const uint8_t *p, int bits, __m256 *f0, __m256 *f1) 
     }
 }
 
+// acc + the products of a and b (16 int16 lanes each), summed in pairs into 8 int32 lanes.
+TARGET INLINE __m256i madd_acc(__m256i acc, __m256i a, __m256i b) {
+#ifdef ATTN_VNNI
+    return _mm256_dpwssd_epi32(acc, a, b);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
 // Sums of 4 vectors: [Σa, Σb, Σc, Σd].
-AVX2 INLINE __m128i hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d) {
+TARGET INLINE __m128i hsum4_epi32(__m256i a, __m256i b, __m256i c, __m256i d) {
     __m256i x = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
     return _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
 }
-AVX2 INLINE __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
+TARGET INLINE __m128 hsum4_ps(__m256 a, __m256 b, __m256 c, __m256 d) {
     __m256 x = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
     return _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
 }
 
 // The fp16 (scale, offset) pair of group gi as floats [s, m, 0, 0].
-AVX2 INLINE __m128 scale_offset(const uint16_t *sm, int64_t gi) {
+TARGET INLINE __m128 scale_offset(const uint16_t *sm, int64_t gi) {
     int32_t pair;
     memcpy(&pair, sm + 2 * gi, 4);
     return _mm_cvtph_ps(_mm_cvtsi32_si128(pair));
 }
 
 // Store lanes h < nh of x to s[(h0 + h) * ATTN_CHUNK + j].
-AVX2 INLINE void store_heads(__m128 x, float *s, int64_t j, int nh) {
+TARGET INLINE void store_heads(__m128 x, float *s, int64_t j, int nh) {
     float v[4];
     _mm_storeu_ps(v, x);
     HEADS for (int h = 0; h < nh; h++) s[h * ATTN_CHUNK + j] = v[h];
@@ -115,14 +151,13 @@ typedef struct {
 
 // The int32 dot products of the nh heads' query slices qs ([ns][nh][32]) with the ns code
 // slices of one token from byte u: [h0, h1, h2, h3].
-AVX2 INLINE __m128i token_dots(const int16_t *qs, const uint8_t *u, int ns, const int nh, const int bits) {
+TARGET INLINE __m128i token_dots(const int16_t *qs, const uint8_t *u, int ns, const int nh, const int bits) {
     __m256i acc[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256() };
     _Pragma("GCC unroll 2") for (int sl = 0; sl < ns; sl++, u += 4 * bits, qs += 32 * nh) {
         __m256i lo = codes16(u, bits, 0), hi = codes16(u, bits, 1);
         HEADS for (int h = 0; h < nh; h++) {
-            __m256i p = _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)(qs + 32 * h)));
-            p = _mm256_add_epi32(p, _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(qs + 32 * h + 16))));
-            acc[h] = _mm256_add_epi32(acc[h], p);
+            acc[h] = madd_acc(acc[h], lo, _mm256_loadu_si256((const __m256i *)(qs + 32 * h)));
+            acc[h] = madd_acc(acc[h], hi, _mm256_loadu_si256((const __m256i *)(qs + 32 * h + 16)));
         }
     }
     return hsum4_epi32(acc[0], acc[1], acc[2], acc[3]);
@@ -131,7 +166,7 @@ AVX2 INLINE __m128i token_dots(const int16_t *qs, const uint8_t *u, int ns, cons
 // Per-token keys: score = s·alpha·dot + m·Σq per group. One group per token (the pertoken
 // preset): four tokens at a time, their dots transposed to [head][token] so that the scales
 // apply to four tokens at once and each head's four scores are one store.
-AVX2 INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
+TARGET INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
     const KVStreamView *k = a->k;
     int hd = a->q->hd, G = k->group, gpt = k->groups_per_token, ns = G / 32;
     int64_t tb = (int64_t)hd * bits / 8, j = 0;              // bytes per token
@@ -145,6 +180,7 @@ AVX2 INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
     __m128 alpha = _mm_loadu_ps(al);
     if (gpt == 1)
         for (; j + 4 <= a->n; j += 4, u += 4 * tb, sm += 8) {
+            prefetch_ahead(u, 4 * tb);
             __m128 d0 = _mm_cvtepi32_ps(token_dots(a->qs, u, ns, nh, bits));
             __m128 d1 = _mm_cvtepi32_ps(token_dots(a->qs, u + tb, ns, nh, bits));
             __m128 d2 = _mm_cvtepi32_ps(token_dots(a->qs, u + 2 * tb, ns, nh, bits));
@@ -161,6 +197,7 @@ AVX2 INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
             }
         }
     for (; j < a->n; j++, u += tb, sm += 2 * gpt) {          // the rest, and several groups per token
+        prefetch_ahead(u, tb);
         __m128 score = _mm_setzero_ps();
         for (int g = 0; g < gpt; g++) {
             __m128 dot = _mm_cvtepi32_ps(token_dots(a->qs + g * ns * 32 * nh, u + g * k->group_bytes, ns, nh, bits));
@@ -179,7 +216,7 @@ AVX2 INLINE void key_tokens(const KeyArgs *a, const int nh, const int bits) {
 // 4-bit (byte i holds tokens 2i, 2i + 1), half 0 tokens 0, 2, .., 14 and 1, 3, .., 15 (half 1:
 // 16-31 alike); 2-bit (byte i holds tokens 4i .. 4i + 3), half 0 tokens 4i and 4i + 1, half 1
 // tokens 4i + 2 and 4i + 3.
-AVX2 INLINE void channel_pairs(const uint8_t *p, const uint8_t *q, const int bits, const int half, __m256i *lo, __m256i *hi) {
+TARGET INLINE void channel_pairs(const uint8_t *p, const uint8_t *q, const int bits, const int half, __m256i *lo, __m256i *hi) {
     if (bits == 8) {
         __m256i x = codes16(p, 8, half), y = codes16(q, 8, half);
         *lo = _mm256_unpacklo_epi16(x, y);
@@ -202,7 +239,7 @@ AVX2 INLINE void channel_pairs(const uint8_t *p, const uint8_t *q, const int bit
 // per token, so vpmaddwd with the folded query pair (q'_c, q'_c+1) adds both channels' terms
 // of 8 tokens at once. d[h][0..3]: the int32 dots of the slice's 32 tokens, in the order the
 // unpacking leaves them (natural32 restores it). qf: [nh][hd] the folded int16 queries.
-AVX2 INLINE void key_block_slice(const KeyArgs *a, const int16_t *qf, int64_t b, int slice, __m256i d[4][4],
+TARGET INLINE void key_block_slice(const KeyArgs *a, const int16_t *qf, int64_t b, int slice, __m256i d[4][4],
                                  const int nh, const int bits) {
     const KVStreamView *k = a->k;
     int hd = a->q->hd;
@@ -217,8 +254,8 @@ AVX2 INLINE void key_block_slice(const KeyArgs *a, const int16_t *qf, int64_t b,
                 int32_t pair;
                 memcpy(&pair, qf + h * hd + c, 4);
                 __m256i w = _mm256_set1_epi32(pair);
-                d[h][2 * half] = _mm256_add_epi32(d[h][2 * half], _mm256_madd_epi16(lo, w));
-                d[h][2 * half + 1] = _mm256_add_epi32(d[h][2 * half + 1], _mm256_madd_epi16(hi, w));
+                d[h][2 * half] = madd_acc(d[h][2 * half], lo, w);
+                d[h][2 * half + 1] = madd_acc(d[h][2 * half + 1], hi, w);
             }
         }
     }
@@ -226,7 +263,7 @@ AVX2 INLINE void key_block_slice(const KeyArgs *a, const int16_t *qf, int64_t b,
 
 // The 32 scores of a slice, f[0..3] in the token order channel_pairs leaves (half 0: f[0],
 // f[1]; half 1: f[2], f[3]), stored in token order.
-AVX2 INLINE void natural32(__m256 f[4], const int bits, float *out) {
+TARGET INLINE void natural32(__m256 f[4], const int bits, float *out) {
     if (bits == 4) {                           // even and odd tokens of each half: interleave
         for (int k = 0; k < 4; k += 2) {
             __m256 lo = _mm256_unpacklo_ps(f[k], f[k + 1]), hi = _mm256_unpackhi_ps(f[k], f[k + 1]);
@@ -255,7 +292,7 @@ AVX2 INLINE void natural32(__m256 f[4], const int bits, float *out) {
 }
 
 // The scales s and offsets m of `count` consecutive groups from index gi, as floats.
-AVX2 INLINE void scales_offsets(const uint16_t *sm, int64_t gi, int count, float *s, float *m) {
+TARGET INLINE void scales_offsets(const uint16_t *sm, int64_t gi, int count, float *s, float *m) {
     int i = 0;
     for (; i + 8 <= count; i += 8) {                            // 8 (s, m) pairs: deinterleave
         __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sm + 2 * (gi + i))));
@@ -274,13 +311,14 @@ AVX2 INLINE void scales_offsets(const uint16_t *sm, int64_t gi, int count, float
 // Per-channel keys, nh heads: per block, fold the channel scales into the query (q_c·s_c,
 // rounded to int16 with alpha'), and the offsets into a constant (Σ q_c·m_c); then
 // score_j = alpha'·Σ_c q'_c u_cj + constant, 32 tokens at a time.
-AVX2 INLINE void key_blocks(const KeyArgs *a, const int nh, const int bits) {
+TARGET INLINE void key_blocks(const KeyArgs *a, const int nh, const int bits) {
     const KVStreamView *k = a->k;
     int hd = a->q->hd, G = k->group;
     int16_t qf[4 * HD_MAX];
     float alpha[4], off[4], sc[HD_MAX], mc[HD_MAX], v[32];
     for (int64_t b = (a->t - k->sink) / G; k->sink + b * G < a->t + a->n; b++) {
         int64_t b0 = k->sink + b * G;
+        prefetch_ahead(k->codes + b * hd * k->group_bytes, hd * k->group_bytes);
         scales_offsets(k->sm, b * hd, hd, sc, mc);
         HEADS for (int h = 0; h < nh; h++) {                 // fold: q'_c = q_c·s_c, and Σ q_c·m_c
             const float *qh = a->q->q + (a->h0 + h) * hd;
@@ -333,14 +371,14 @@ AVX2 INLINE void key_blocks(const KeyArgs *a, const int nh, const int bits) {
         else if (a->k->bits == 4) key_tokens(a, nh, 4); \
         else key_tokens(a, nh, 2); \
         break;
-AVX2 static void key_codes_set(const KeyArgs *a, int nh) {
+TARGET static void key_codes_set(const KeyArgs *a, int nh) {
     int pc = a->k->per_channel;
     switch (nh) { KEY_CASE(1) KEY_CASE(2) KEY_CASE(3) default: KEY_CASE(4) }
 }
 
 // Per-token keys: q16 of each set of up to 4 heads, slice by slice, [hd / 32][nh][32], in the
 // lane order of codes16 (lane_perm) for the stream's bits; per-channel keys fold their query per block.
-static void order_query_avx2(const Query *q, const KVStreamView *k, int16_t *out) {
+static void order_query_simd(const Query *q, const KVStreamView *k, int16_t *out) {
     int hd = q->hd;
     if (!simd_shape(k) || k->per_channel || k->bits == 16) return;
     for (int h0 = 0; h0 < q->gq; h0 += 4) {
@@ -352,7 +390,7 @@ static void order_query_avx2(const Query *q, const KVStreamView *k, int16_t *out
     }
 }
 
-AVX2 static void key_codes_avx2(const Query *q, const KVStreamView *k, int64_t t, int64_t n, float *s) {
+TARGET static void key_codes_simd(const Query *q, const KVStreamView *k, int64_t t, int64_t n, float *s) {
     if (!simd_shape(k)) { attn_portable.key_codes(q, k, t, n, s); return; }
     for (int h0 = 0; h0 < q->gq; h0 += 4) {
         KeyArgs a = { q, k, t, n, s + h0 * ATTN_CHUNK, q->qk + h0 * q->hd, h0 };
@@ -361,11 +399,12 @@ AVX2 static void key_codes_avx2(const Query *q, const KVStreamView *k, int64_t t
 }
 
 // fp16 key rows: two tokens at a time (eight FMA chains with four heads).
-AVX2 INLINE void key_rows_set(const Query *q, const uint16_t *rows, int64_t n, float *s, int h0, const int nh) {
+TARGET INLINE void key_rows_set(const Query *q, const uint16_t *rows, int64_t n, float *s, int h0, const int nh) {
     int hd = q->hd;
     int64_t j = 0;
     for (; j < n; j += 2) {
         const uint16_t *r0 = rows + j * hd, *r1 = j + 1 < n ? r0 + hd : r0;
+        prefetch_ahead(r0, 4 * hd);
         __m256 a0[4], a1[4];
         HEADS for (int h = 0; h < 4; h++) a0[h] = a1[h] = _mm256_setzero_ps();
         for (int c = 0; c < hd; c += 8) {
@@ -382,7 +421,7 @@ AVX2 INLINE void key_rows_set(const Query *q, const uint16_t *rows, int64_t n, f
     }
 }
 
-AVX2 static void key_rows_avx2(const Query *q, const uint16_t *rows, int64_t n, float *s) {
+TARGET static void key_rows_simd(const Query *q, const uint16_t *rows, int64_t n, float *s) {
     if (q->hd % 8) { attn_portable.key_rows(q, rows, n, s); return; }
     for (int h0 = 0; h0 < q->gq; h0 += 4) {
         float *sh = s + h0 * ATTN_CHUNK;
@@ -398,7 +437,7 @@ AVX2 static void key_rows_avx2(const Query *q, const uint16_t *rows, int64_t n, 
 // ---- softmax -------------------------------------------------------------------------------
 
 // attn_exp (attention_kernels.h), 8 at a time, with FMA.
-AVX2 INLINE __m256 exp8(__m256 x) {
+TARGET INLINE __m256 exp8(__m256 x) {
     __m256 valid = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_MIN), _CMP_GE_OQ);
     x = _mm256_max_ps(x, _mm256_set1_ps(EXP_MIN));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -417,7 +456,7 @@ AVX2 INLINE __m256 exp8(__m256 x) {
 
 // Each head's row is padded with -inf to a multiple of 8 (the rows are ATTN_CHUNK long), so
 // every element goes through the same vector code; the pad lanes become 0.
-AVX2 static void softmax_avx2(float *s, int gq, int64_t n, float *st) {
+TARGET static void softmax_simd(float *s, int gq, int64_t n, float *st) {
     int64_t n8 = (n + 7) / 8 * 8;
     for (int h = 0; h < gq; h++) {
         float *x = s + h * ATTN_CHUNK;
@@ -441,7 +480,7 @@ AVX2 static void softmax_avx2(float *s, int gq, int64_t n, float *st) {
 // ---- values --------------------------------------------------------------------------------
 
 // o[0..16) += the 16 channels of acc (f0/f1 layout of codes16_ps) and `add`.
-AVX2 INLINE void add16(float *o, __m256 a0, __m256 a1, int unzip, float add) {
+TARGET INLINE void add16(float *o, __m256 a0, __m256 a1, int unzip, float add) {
     if (unzip) {                       // a0 even channels, a1 odd: interleave back
         __m256 lo = _mm256_unpacklo_ps(a0, a1), hi = _mm256_unpackhi_ps(a0, a1);
         a0 = _mm256_permute2f128_ps(lo, hi, 0x20);
@@ -463,7 +502,7 @@ typedef struct {
 
 // Per-token value codes, nh heads: per 16-channel slice, o += Σ_j (p_j s_j) u_j over the
 // tokens (two accumulators per head), then the offsets Σ_j p_j m_j.
-AVX2 INLINE void value_tokens(const ValueArgs *a, const int nh, const int bits) {
+TARGET INLINE void value_tokens(const ValueArgs *a, const int nh, const int bits) {
     const KVStreamView *v = a->v;
     int hd = v->head_dim, G = v->group, gpt = v->groups_per_token;
     int64_t tb = (int64_t)hd * bits / 8, n = a->n;              // bytes per token
@@ -476,6 +515,7 @@ AVX2 INLINE void value_tokens(const ValueArgs *a, const int nh, const int bits) 
         __m256 acc[4][2];
         HEADS for (int h = 0; h < 4; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
         _Pragma("GCC unroll 2") for (int64_t j = 0; j < n; j++, u += tb) {
+            if (c == 0) prefetch_ahead(u, tb);               // the first slice's pass reads every line
             __m256 f0, f1;
             codes16_ps(u, bits, &f0, &f1);
             HEADS for (int h = 0; h < nh; h++) {
@@ -494,7 +534,7 @@ AVX2 INLINE void value_tokens(const ValueArgs *a, const int nh, const int bits) 
         else if (v->bits == 4) value_tokens(a, nh, 4); \
         else value_tokens(a, nh, 2); \
         break;
-AVX2 static void value_codes_set(const ValueArgs *a, int nh) {
+TARGET static void value_codes_set(const ValueArgs *a, int nh) {
     const KVStreamView *v = a->v;
     switch (nh) { VALUE_CASE(1) VALUE_CASE(2) VALUE_CASE(3) default: VALUE_CASE(4) }
 }
@@ -503,7 +543,7 @@ AVX2 static void value_codes_set(const ValueArgs *a, int nh) {
 // scales and offsets, per group [g][j] (zero past n); then, 8 tokens at a time, the weights
 // w = p·s per (head, group, token) and the offset sums Σ_j p·m per (head, group); then the
 // codes (value_tokens).
-AVX2 static void value_codes_avx2(const float *p, int gq, const KVStreamView *v, int64_t t, int64_t n, float *o) {
+TARGET static void value_codes_simd(const float *p, int gq, const KVStreamView *v, int64_t t, int64_t n, float *o) {
     if (!simd_shape(v)) { attn_portable.value_codes(p, gq, v, t, n, o); return; }
     int hd = v->head_dim, gpt = v->groups_per_token;
     int64_t n8 = (n + 7) / 8 * 8;
@@ -550,11 +590,12 @@ AVX2 static void value_codes_avx2(const float *p, int gq, const KVStreamView *v,
 }
 
 // fp16 value rows, nh heads, 16 channels at a time.
-AVX2 INLINE void value_rows_set(const float *p, const uint16_t *rows, int64_t n, int hd, float *o, const int nh) {
+TARGET INLINE void value_rows_set(const float *p, const uint16_t *rows, int64_t n, int hd, float *o, const int nh) {
     for (int c = 0; c < hd; c += 16) {
         __m256 acc[4][2];
         HEADS for (int h = 0; h < 4; h++) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
         for (int64_t j = 0; j < n; j++) {
+            if (c == 0) prefetch_ahead(rows + j * hd, 2 * hd);
             __m256 f0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rows + j * hd + c)));
             __m256 f1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rows + j * hd + c + 8)));
             HEADS for (int h = 0; h < nh; h++) {
@@ -567,7 +608,7 @@ AVX2 INLINE void value_rows_set(const float *p, const uint16_t *rows, int64_t n,
     }
 }
 
-AVX2 static void value_rows_avx2(const float *p, int gq, const uint16_t *rows, int64_t n, int hd, float *o) {
+TARGET static void value_rows_simd(const float *p, int gq, const uint16_t *rows, int64_t n, int hd, float *o) {
     if (hd % 16) { attn_portable.value_rows(p, gq, rows, n, hd, o); return; }
     for (int h0 = 0; h0 < gq; h0 += 4) {
         const float *ph = p + h0 * ATTN_CHUNK;
@@ -581,6 +622,6 @@ AVX2 static void value_rows_avx2(const float *p, int gq, const uint16_t *rows, i
     }
 }
 
-const AttnKernels attn_avx2 = { "avx2", order_query_avx2, key_rows_avx2, key_codes_avx2, softmax_avx2, value_rows_avx2, value_codes_avx2 };
+const AttnKernels ATTN_TABLE = { ATTN_TABLE_NAME, order_query_simd, key_rows_simd, key_codes_simd, softmax_simd, value_rows_simd, value_codes_simd };
 
 #endif

@@ -1,7 +1,7 @@
 // attention_kernels.h: the inner loops of the fast attention (private to kernels/attention*.c).
-// kernels/attention.c holds the plain C version of each and kernels/attention_avx2.c the
-// AVX2 one; a table of function pointers, chosen once for the CPU as kernels.c chooses its
-// matmul, says which runs. Every loop works on a run of tokens held the same way (kv_run).
+// kernels/attention.c holds the plain C version of each, kernels/attention_avx2.c the AVX2
+// one (compiled again with AVX-512 VNNI by kernels/attention_vnni.c); a table of function
+// pointers, chosen once for the CPU as kernels.c chooses its matmul, says which runs. Every loop works on a run of tokens held the same way (kv_run).
 //
 // The arithmetic, for one query head q (already scaled by 1/√d) and a quantized token with
 // codes u, scales s_g and offsets m_g per group g (x̂ = u·s + m):
@@ -35,7 +35,7 @@ typedef struct {
 
 // Scores and probabilities live in s[h * ATTN_CHUNK + j], j the token's index in the run.
 typedef struct {
-    const char *name;
+    const char *name;       // as attention_name says it: "fast (avx2)"
     // Lay q->q16 out in out[gq][hd] as key_codes wants it for the key stream k (NULL: as is).
     void (*order_query)(const Query *q, const KVStreamView *k, int16_t *out);
     // s[h][j] = q_h · k_j for fp16 key rows [n][hd] / for quantized tokens [t, t + n) of k.
@@ -52,6 +52,7 @@ extern const AttnKernels attn_portable;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KVT_PORTABLE)
 #define KVT_ATTN_AVX2 1
 extern const AttnKernels attn_avx2;
+extern const AttnKernels attn_vnni;    // the same loops with vpdpwssd (kernels/attention_vnni.c)
 #endif
 
 // exp(x) for x <= 0 (softmax arguments), the same polynomial in every variant: 2^n·e^r with

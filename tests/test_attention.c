@@ -7,6 +7,7 @@
 //    with a residual window that wraps, attention sinks, KIVI per-channel keys, per-head mixed
 //    bits, GQA ratios, shapes the SIMD loops take (head_dim 64, 128) and odd ones they leave
 //    to plain C, contexts of several 128-token chunks.
+//  - The avx512vnni variant gives bit for bit the avx2 variant's outputs (exact integer sums).
 //  - A block of positions (attention_layer with n > 1) gives bit for bit the cache and the
 //    outputs of one call per position, in every variant.
 #include "testutil.h"
@@ -77,7 +78,7 @@ static float value_scale(const KVCache *c, int layer, int kh, const float *v) {
     return m;
 }
 
-static const AttnImpl fast_variants[] = { ATTN_FAST_PORTABLE, ATTN_FAST_AVX2 };
+static const AttnImpl fast_variants[] = { ATTN_FAST_PORTABLE, ATTN_FAST_AVX2, ATTN_FAST_VNNI };
 
 typedef struct { int k_bits, v_bits, group, residual, axis, sink, n_kv, gq, hd; } Case;
 
@@ -116,7 +117,7 @@ static void check_case(const Case *k, const int64_t *lengths, int n_lengths, dou
     float *kv = xmalloc(sizeof(float) * (size_t)kvd * 2), *q = xmalloc(sizeof(float) * (size_t)qd);
     float *own = xmalloc(sizeof(float) * (size_t)kvd * 2);
     float *out = xmalloc(sizeof(float) * (size_t)qd), *ref = xmalloc(sizeof(float) * (size_t)qd);
-    float *tb = xmalloc(sizeof(float) * (size_t)qd);
+    float *tb = xmalloc(sizeof(float) * (size_t)qd), *avx2 = xmalloc(sizeof(float) * (size_t)qd);
     int li = 0;
     for (int64_t T = 1; T <= maxT; T++) {
         for (int l = 0; l < 2; l++) {
@@ -148,10 +149,15 @@ static void check_case(const Case *k, const int64_t *lengths, int n_lengths, dou
                                       (double)out[i], (double)ref[i], err);
                     }
                 }
+                // The VNNI loops are the AVX2 ones with fused integer steps: the same sums, exactly.
+                if (fast_variants[vi] == ATTN_FAST_AVX2) memcpy(avx2, out, sizeof(float) * (size_t)qd);
+                if (fast_variants[vi] == ATTN_FAST_VNNI && attention_available(ATTN_FAST_AVX2))
+                    ck_assert_msg(memcmp(avx2, out, sizeof(float) * (size_t)qd) == 0, "%s, T %lld layer %d: avx512vnni and avx2 differ",
+                                  case_name(k), (long long)T, l);
             }
         }
     }
-    free(kv); free(own); free(q); free(out); free(ref); free(tb);
+    free(kv); free(own); free(q); free(out); free(ref); free(tb); free(avx2);
     free_kvcache(c);
     free_kvspec(&spec);
 }
@@ -257,7 +263,7 @@ START_TEST(test_block_equals_one_by_one) {
         { 8, 4, 32, 64, KEY_AXIS_CHANNEL, 5, 2, 4, 128 },
         { 4, 8, 4, 8, KEY_AXIS_CHANNEL, 2, 2, 2, 16 },
     };
-    static const AttnImpl impls[] = { ATTN_FAST, ATTN_FAST_PORTABLE, ATTN_FAST_AVX2, ATTN_REFERENCE };
+    static const AttnImpl impls[] = { ATTN_FAST, ATTN_FAST_PORTABLE, ATTN_FAST_AVX2, ATTN_FAST_VNNI, ATTN_REFERENCE };
     for (size_t i = 0; i < sizeof impls / sizeof impls[0]; i++) {
         if (!attention_available(impls[i]) && impls[i] != ATTN_REFERENCE) continue;
         for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -268,10 +274,23 @@ START_TEST(test_block_equals_one_by_one) {
 }
 END_TEST
 
+// The names, and which variants this CPU leaves out of the comparisons above (said, not hidden).
 START_TEST(test_names) {
     ck_assert_str_eq(attention_name(ATTN_REFERENCE), "reference");
     ck_assert(attention_available(ATTN_FAST) && attention_available(ATTN_FAST_PORTABLE));
     ck_assert(strncmp(attention_name(ATTN_FAST), "fast (", 6) == 0);
+    static const char *needs[] = { "AVX2, FMA and F16C", "AVX-512 F, VL and VNNI" };
+    for (int i = 0; i < 2; i++) {
+        AttnImpl impl = i ? ATTN_FAST_VNNI : ATTN_FAST_AVX2;
+        if (attention_available(impl)) ck_assert_str_eq(attention_name(impl), i ? "fast (avx512vnni)" : "fast (avx2)");
+        else {
+            ck_assert_str_eq(attention_name(impl), "unavailable");
+            fprintf(stderr, "test_attention: skipped %s variant: this CPU lacks %s\n", i ? "avx512vnni" : "avx2", needs[i]);
+        }
+    }
+    // The default is the widest variant this CPU runs.
+    AttnImpl best = attention_available(ATTN_FAST_VNNI) ? ATTN_FAST_VNNI : attention_available(ATTN_FAST_AVX2) ? ATTN_FAST_AVX2 : ATTN_FAST_PORTABLE;
+    ck_assert_str_eq(attention_name(ATTN_FAST), attention_name(best));
 }
 END_TEST
 
