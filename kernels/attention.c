@@ -30,40 +30,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include "attention_kernels.h"
+#include "kernels.h"
 #include "../quant/kvrotate.h"
 #include "../util/util.h"
 
 // ---- the variants -------------------------------------------------------------------------
 
-// 1 if the CPU runs the instructions of `impl`'s loops (checked once per variant).
-static int cpu_runs(AttnImpl impl) {
-#ifdef KVT_ATTN_AVX2
-    static int cached[ATTN_FAST_VNNI + 1] = { -1, -1, -1, -1, -1 };
-    if (impl != ATTN_FAST_AVX2 && impl != ATTN_FAST_VNNI) return 1;
-    if (cached[impl] < 0) {
-        __builtin_cpu_init();
-        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-        cached[impl] = impl == ATTN_FAST_AVX2 ? avx2
-                                              : avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                                                    __builtin_cpu_supports("avx512vnni");
-    }
-    return cached[impl];
-#else
-    return impl != ATTN_FAST_AVX2 && impl != ATTN_FAST_VNNI;
-#endif
-}
-
 int attention_available(AttnImpl impl) {
-    return impl >= ATTN_FAST && impl <= ATTN_FAST_VNNI && cpu_runs(impl);
+#ifdef KVT_ATTN_AVX2
+    if (impl == ATTN_FAST_AVX2) return cpu_has_avx2();
+    if (impl == ATTN_FAST_VNNI) return cpu_has_avx512vnni();
+#endif
+    return impl == ATTN_FAST || impl == ATTN_REFERENCE || impl == ATTN_FAST_PORTABLE;
 }
 
 // The inner loops of a fast variant (NULL: the reference, or a variant this CPU lacks). The
-// default, ATTN_FAST, is the best variant the CPU runs.
+// default, ATTN_FAST, is the widest variant the CPU runs.
 static const AttnKernels *kernels_for(AttnImpl impl) {
     if (impl == ATTN_REFERENCE || !attention_available(impl)) return NULL;
 #ifdef KVT_ATTN_AVX2
-    if ((impl == ATTN_FAST || impl == ATTN_FAST_VNNI) && cpu_runs(ATTN_FAST_VNNI)) return &attn_vnni;
-    if ((impl == ATTN_FAST || impl == ATTN_FAST_AVX2) && cpu_runs(ATTN_FAST_AVX2)) return &attn_avx2;
+    if (impl == ATTN_FAST_VNNI || (impl == ATTN_FAST && cpu_has_avx512vnni())) return &attn_vnni;
+    if (impl == ATTN_FAST_AVX2 || (impl == ATTN_FAST && cpu_has_avx2())) return &attn_avx2;
 #endif
     return &attn_portable;
 }

@@ -1,7 +1,8 @@
 // attention_kernels.h: the inner loops of the fast attention (private to kernels/attention*.c).
 // kernels/attention.c holds the plain C version of each, kernels/attention_avx2.c the AVX2
 // one (compiled again with AVX-512 VNNI by kernels/attention_vnni.c); a table of function
-// pointers, chosen once for the CPU as kernels.c chooses its matmul, says which runs. Every loop works on a run of tokens held the same way (kv_run).
+// pointers, chosen for the CPU as kernels.c chooses its matmul, says which runs. Every loop
+// works on a run of tokens held the same way (kv_run).
 //
 // The arithmetic, for one query head q (already scaled by 1/√d) and a quantized token with
 // codes u, scales s_g and offsets m_g per group g (x̂ = u·s + m):

@@ -221,20 +221,38 @@ AVX_TARGET static void matmul_avx(const float *x, DType wt, int n, int k, const 
     }
 }
 
-static int have_avx2(void) {
+#endif
+
+// Each answer is asked of the CPU once, then kept.
+int cpu_has_avx2(void) {
+#ifdef KVT_X86
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     }
     return cached;
-}
+#else
+    return 0;
 #endif
+}
+
+int cpu_has_avx512vnni(void) {
+#ifdef KVT_X86
+    static int cached = -1;
+    if (cached < 0)
+        cached = cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512vnni");
+    return cached;
+#else
+    return 0;
+#endif
+}
 
 void matmul_multi(const float *x, DType wt, int n, int k, const MatmulOut *outs, int count) {
     if (wt == DTYPE_Q8_0) { matmul_q8_0_multi(q8_variant_best(), x, n, k, outs, count); return; }   // integer dot products
 #ifdef KVT_X86
-    if (have_avx2()) { matmul_avx(x, wt, n, k, outs, count); return; }
+    if (cpu_has_avx2()) { matmul_avx(x, wt, n, k, outs, count); return; }
 #endif
     matmul_portable(x, wt, n, k, outs, count);
 }

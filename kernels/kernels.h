@@ -30,4 +30,10 @@ void swiglu(float *h, const float *g, const float *u, int n);
 // Row lookup of the embedding table (any dtype) into fp32.
 void embed(float *out, const void *table, DType wt, int dim, int token);
 
+// What this CPU runs, for the kernels that come in SIMD variants (0 off x86-64): AVX2 with FMA
+// and F16C, the base of every SIMD variant here; AVX-512 F, VL and VNNI on top of it, for
+// fused integer dot products (the q8_0 matmul, the attention).
+int cpu_has_avx2(void);
+int cpu_has_avx512vnni(void);
+
 #endif

@@ -26,6 +26,7 @@
 // sums reduce with three vphaddd to one int32 per row, combined in one 4-wide FMA. In a prompt
 // two tokens go through the four rows together, sharing each weight load (15% faster prefill).
 #include "matmul_q8.h"
+#include "kernels.h"
 #include "../util/util.h"
 
 #include <float.h>
@@ -267,16 +268,7 @@ const char *q8_variant_name(Q8Variant v) {
 int q8_variant_available(Q8Variant v) {
     if (v == Q8_PORTABLE) return 1;
 #ifdef KVT_X86
-    static int cached[Q8_VARIANTS] = {1, -1, -1};
-    if ((unsigned)v >= Q8_VARIANTS) return 0;
-    if (cached[v] < 0) {
-        __builtin_cpu_init();
-        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-        cached[v] = v == Q8_AVX2 ? avx2
-                                 : avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                                       __builtin_cpu_supports("avx512vnni");
-    }
-    return cached[v];
+    return v == Q8_AVX2 ? cpu_has_avx2() : v == Q8_AVX512_VNNI ? cpu_has_avx512vnni() : 0;
 #else
     return 0;
 #endif
